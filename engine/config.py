@@ -1,0 +1,174 @@
+"""Frozen settings parsed from CLI flags and job files. Pure: no network, no event loop."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from engine.errors import ConfigError
+
+DEFAULT_BASE_URL = "https://api.hubapi.com"
+TOKEN_ENV = "HUBSPOT_ACCESS_TOKEN"
+BASE_URL_ENV = "HUBSPOT_BASE_URL"
+
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)?\s*(ms|s|m|min)?\s*$")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, None: 1.0}
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """`requests` calls in any `window_s`-second interval."""
+
+    requests: int
+    window_s: float
+
+    @classmethod
+    def parse(cls, text: str) -> Rate:
+        """Read `190/10s`, `5/s`, `100/2s`, `600/1m`."""
+        match = _RATE.match(text)
+        if not match:
+            raise ConfigError(f"rate {text!r} is not of the form N/Ws, e.g. 190/10s or 5/s")
+        count, size, unit = match.groups()
+        requests = float(count)
+        window_s = float(size or 1) * _UNIT_S[unit]
+        if requests < 1 or requests != int(requests) or window_s <= 0:
+            raise ConfigError(f"rate {text!r} needs a whole number of requests >= 1 "
+                              "and a positive window")
+        return cls(int(requests), window_s)
+
+    @property
+    def per_s(self) -> float:
+        return self.requests / self.window_s
+
+    def __str__(self) -> str:
+        return f"{self.requests}/{self.window_s:g}s"
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Full-jitter exponential backoff under a retry budget.
+
+    The budget lets retries be at most `budget_ratio` of first attempts plus
+    `budget_min` (a token bucket in the style of gRPC/Finagle), so an outage
+    cannot multiply traffic.
+    """
+
+    max_attempts: int = 8
+    base_s: float = 0.5
+    cap_s: float = 20.0
+    budget_ratio: float = 0.2
+    budget_min: int = 20
+    retry_after_cap_s: float = 120.0
+
+
+class Secret:
+    """An access token that never shows itself in a repr, str, log or traceback."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSettings:
+    """Everything the HTTP client needs for one run."""
+
+    base_url: str
+    token: Secret
+    rate: Rate = Rate(100, 10.0)
+    search_rate: Rate = Rate(5, 1.0)
+    rate_margin: float = 0.02
+    concurrency: int = 16
+    connect_timeout_s: float = 10.0
+    read_timeout_s: float = 60.0
+    daily_reserve: int = 0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.rate_margin < 0.5:
+            raise ConfigError("rate margin must be in [0, 0.5)")
+        if self.concurrency < 1:
+            raise ConfigError("--concurrency must be at least 1")
+        if self.daily_reserve < 0:
+            raise ConfigError("--daily-reserve must not be negative")
+
+
+def is_loopback_host(host: str) -> bool:
+    if host.lower() in {"localhost", "localhost."}:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_base_url(url: str) -> str:
+    """Return `url` without a trailing slash, or refuse it with a clear `ConfigError`.
+
+    https anywhere; plain http only to loopback; no userinfo, query or fragment.
+    """
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"base URL {url!r} is not a valid URL: {exc}") from None
+    del port
+    if parts.scheme not in {"http", "https"}:
+        raise ConfigError(f"base URL {url!r} must use https (or http to loopback), "
+                          f"not {parts.scheme or 'no scheme'!r}")
+    if "@" in parts.netloc or parts.username is not None or parts.password is not None:
+        raise ConfigError(f"base URL {url!r} must not carry user information (the '@' part)")
+    host = parts.hostname
+    if not host:
+        raise ConfigError(f"base URL {url!r} has no host")
+    if parts.query or parts.fragment:
+        raise ConfigError(f"base URL {url!r} must not have a query or fragment")
+    if parts.scheme == "http" and not is_loopback_host(host):
+        raise ConfigError(f"base URL {url!r}: plain http is allowed only to loopback "
+                          "(127.0.0.0/8, ::1, localhost); use https")
+    return url.strip().rstrip("/")
+
+
+def resolve_base_url(flag: str | None, environ: Mapping[str, str] = os.environ) -> str:
+    return check_base_url(flag or environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL)
+
+
+def load_token(token_file: Path | None, environ: Mapping[str, str] = os.environ) -> Secret:
+    """The access token from `--token-file` (mode 0600 only) or `HUBSPOT_ACCESS_TOKEN`."""
+    if token_file is not None:
+        try:
+            info = token_file.stat()
+        except OSError as exc:
+            raise ConfigError(f"token file {token_file}: {exc.strerror}") from None
+        if stat.S_IMODE(info.st_mode) & 0o077:
+            raise ConfigError(f"token file {token_file} is readable by others "
+                              f"(mode {stat.S_IMODE(info.st_mode):04o}); chmod 600 it")
+        value = token_file.read_text(encoding="utf-8").strip()
+        if not value:
+            raise ConfigError(f"token file {token_file} is empty")
+        return Secret(value)
+    value = environ.get(TOKEN_ENV, "").strip()
+    if not value:
+        raise ConfigError(f"no access token: set {TOKEN_ENV} or pass --token-file")
+    return Secret(value)
