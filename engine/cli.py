@@ -25,7 +25,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Batch import/export for the HubSpot CRM API.",
     )
     parser.add_argument("--version", action="version", version=f"hsbulk {__version__}")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    from engine.sandbox import cli as sandbox_cli
+
+    sandbox = commands.add_parser(
+        "sandbox", help="run the HubSpot-compatible sandbox server on loopback"
+    )
+    sandbox_cli.add_arguments(sandbox)
+    sandbox.set_defaults(handler=sandbox_cli.run)
     return parser
 
 
