@@ -42,6 +42,13 @@ class Rate:
                               "and a positive window")
         return cls(int(requests), window_s)
 
+    @classmethod
+    def parse_option(cls, text: str) -> Rate | None:
+        """A `--rate` value: `N/Ws`, or `none`/`unlimited` for no client-side limit."""
+        if text.strip().lower() in {"none", "unlimited", "off"}:
+            return None
+        return cls.parse(text)
+
     @property
     def per_s(self) -> float:
         return self.requests / self.window_s
@@ -96,8 +103,8 @@ class ClientSettings:
 
     base_url: str
     token: Secret
-    rate: Rate = Rate(100, 10.0)
-    search_rate: Rate = Rate(5, 1.0)
+    rate: Rate | None = Rate(100, 10.0)  # None: no client-side limit (local benchmarks)
+    search_rate: Rate | None = Rate(5, 1.0)
     rate_margin: float = 0.02
     concurrency: int = 16
     connect_timeout_s: float = 10.0

@@ -1,0 +1,308 @@
+"""The one HTTP client through which every HubSpot call goes.
+
+aiohttp is used here and nowhere else on the client side: `AiohttpTransport.send` is the
+one boundary where aiohttp errors become `TransportError`s. `HubSpotClient.request`
+adds auth, base-URL rules, the shared limiters, classification and retries. Tests swap
+the transport for a `MockTransport(handler)`.
+
+The access token lives in a `Secret`; it goes into the Authorization header and nowhere
+else. Error bodies are scrubbed of it before anything reads them, so no exception, log
+line or report can carry it even when a server echoes request headers back.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import random
+import re
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import aiohttp
+import anyio
+import orjson
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from engine import __version__
+from engine.config import ClientSettings, Secret
+from engine.errors import ConnectError, RequestTimeout, RetryableApiError, TransportError
+from engine.ratelimit import AnyioClock, Clock, Limiter, RollingWindowLimiter, Unlimited
+from engine.retry import RetryBudget, Verdict, backoff_s, classify, error_for
+
+log = logging.getLogger("hsbulk.client")
+
+Params = Mapping[str, str | int]
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    body: bytes | None
+    params: Params | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return orjson.loads(self.body) if self.body else None
+
+
+class Transport(Protocol):
+    async def send(self, request: Request) -> Response: ...
+
+    async def aclose(self) -> None: ...
+
+
+class AiohttpTransport:
+    """One `aiohttp.ClientSession` per run: no redirects, no proxy env, socket timeouts."""
+
+    def __init__(self, *, connect_timeout_s: float, read_timeout_s: float, limit: int) -> None:
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=connect_timeout_s, sock_read=read_timeout_s
+        )
+        self._limit = limit
+        self._session: aiohttp.ClientSession | None = None
+
+    def _session_nowait(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._limit, ttl_dns_cache=300),
+                timeout=self._timeout,
+                trust_env=False,
+                raise_for_status=False,
+                skip_auto_headers=("User-Agent",),
+            )
+        return self._session
+
+    async def send(self, request: Request) -> Response:
+        session = self._session_nowait()
+        target = request.url.split("?", 1)[0]
+        try:
+            async with session.request(
+                request.method,
+                request.url,
+                params=request.params,
+                data=request.body,
+                headers=request.headers,
+                allow_redirects=False,
+            ) as answer:
+                body = await answer.read()
+                return Response(answer.status, answer.headers, body)
+        # aiohttp.ServerTimeoutError is also a ClientConnectionError: timeouts first.
+        except TimeoutError:
+            raise RequestTimeout(f"{request.method} {target}: no response in time") from None
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+            raise ConnectError(
+                f"{request.method} {target}: connection failed ({type(exc).__name__})"
+            ) from None
+        except aiohttp.ClientError as exc:
+            raise TransportError(
+                f"{request.method} {target}: request failed ({type(exc).__name__})"
+            ) from None
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+Handler = Callable[[Request], "Response | Awaitable[Response]"]
+
+
+class MockTransport:
+    """A transport that hands each request to `handler` (tests)."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.requests: list[Request] = []
+
+    async def send(self, request: Request) -> Response:
+        self.requests.append(request)
+        answer = self.handler(request)
+        if inspect.isawaitable(answer):
+            answer = await answer
+        assert isinstance(answer, Response)
+        return Response(answer.status, CIMultiDictProxy(CIMultiDict(answer.headers)), answer.body)
+
+    async def aclose(self) -> None:
+        return None
+
+
+@dataclass(slots=True)
+class ClientStats:
+    api_calls: int = 0
+    search_calls: int = 0
+    retries: int = 0
+    http_429: int = 0
+    transport_errors: int = 0
+    statuses: Counter[int] = field(default_factory=Counter)
+
+
+_TOKEN_LIKE = re.compile(rb"pat-[a-z]{2,3}\d?-[0-9a-fA-F-]{8,}")
+
+
+class HubSpotClient:
+    """Auth, limiters, classification and retries around one transport."""
+
+    def __init__(
+        self,
+        settings: ClientSettings,
+        *,
+        transport: Transport | None = None,
+        limiter: Limiter | None = None,
+        search_limiter: Limiter | None = None,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock: Clock = clock or AnyioClock()
+        self.transport: Transport = transport or AiohttpTransport(
+            connect_timeout_s=settings.connect_timeout_s,
+            read_timeout_s=settings.read_timeout_s,
+            limit=settings.concurrency,
+        )
+        self.limiter: Limiter = limiter or _limiter_for(settings, search=False, clock=self.clock)
+        self.search_limiter: Limiter = search_limiter or _limiter_for(
+            settings, search=True, clock=self.clock
+        )
+        self.rng = rng or random.Random()
+        self.budget = RetryBudget(settings.retry.budget_ratio, settings.retry.budget_min)
+        self.stats = ClientStats()
+        self._slots = anyio.CapacityLimiter(settings.concurrency)
+        self._headers = {
+            "Authorization": f"Bearer {settings.token.reveal()}",
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "User-Agent": f"hsbulk/{__version__}",
+        }
+        self._redactions = _redactions(settings.token)
+
+    async def __aenter__(self) -> HubSpotClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self.transport.aclose()
+
+    def __repr__(self) -> str:
+        return f"<HubSpotClient {self.settings.base_url} token=******** {self.stats}>"
+
+    # -- requests -------------------------------------------------------------------
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: bytes | None = None,
+        params: Params | None = None,
+        search: bool = False,
+    ) -> Response:
+        """Send one call; return a 2xx response or raise a typed error.
+
+        429s pause the shared limiter and are retried; 423/477/502-504/521+ and transport
+        errors are retried with full-jitter backoff while the retry budget allows; a
+        DAILY 429 raises `QuotaExhausted`; 401/403 raise `FatalApiError`; other statuses
+        raise `ApiError` with HubSpot's fields.
+        """
+        limiter = self.search_limiter if search else self.limiter
+        request = Request(method, self.settings.base_url + path, self._headers, body, params)
+        policy = self.settings.retry
+        self.budget.on_first_attempt()
+        attempt = 0
+        while True:
+            error: Exception
+            async with self._slots:
+                sent_at, seq = await limiter.acquire()
+                self.stats.api_calls += 1
+                if search:
+                    self.stats.search_calls += 1
+                try:
+                    answer = await self.transport.send(request)
+                except TransportError as exc:
+                    self.stats.transport_errors += 1
+                    answer = None
+                    error = exc
+            delay = 0.0
+            if answer is not None:
+                self.stats.statuses[answer.status] += 1
+                limiter.observe(answer.headers, sent_at=sent_at, seq=seq)
+                if 200 <= answer.status < 300:
+                    log.debug("%s %s -> %d", method, path, answer.status)
+                    return answer
+                scrubbed = self._scrub(answer.body)
+                outcome = classify(answer.status, answer.headers, scrubbed)
+                error = error_for(outcome, scrubbed, what=f"{method} {path}")
+                log.debug("%s %s -> %d %s", method, path, answer.status, outcome.verdict.value)
+                if outcome.verdict is Verdict.RATE_LIMITED:
+                    self.stats.http_429 += 1
+                    limiter.on_rate_limited(_clamp(outcome.retry_after_s, policy.cap_s))
+                elif outcome.verdict is Verdict.RETRY:
+                    if outcome.retry_after_s is not None:
+                        delay = min(outcome.retry_after_s, policy.retry_after_cap_s)
+                    else:
+                        delay = backoff_s(attempt, policy, self.rng)
+                else:
+                    raise error
+            else:
+                delay = backoff_s(attempt, policy, self.rng)
+            attempt += 1
+            if attempt >= policy.max_attempts or not self.budget.try_spend():
+                if isinstance(error, RetryableApiError | TransportError):
+                    log.warning("%s %s: giving up after %d attempts: %s",
+                                method, path, attempt, error)
+                raise error
+            self.stats.retries += 1
+            log.debug("%s %s: retry %d in %.2fs after %s", method, path, attempt, delay, error)
+            if delay > 0:
+                await self.clock.sleep(delay)
+
+    async def get_json(self, path: str, params: Params | None = None) -> Any:
+        return (await self.request("GET", path, params=params)).json()
+
+    async def post_json(self, path: str, payload: Any, *, search: bool = False) -> Response:
+        body = payload if isinstance(payload, bytes) else orjson.dumps(payload)
+        return await self.request("POST", path, body=body, search=search)
+
+    def _scrub(self, body: bytes) -> bytes:
+        """Remove the token (and any piece of it) from text a server sent back."""
+        for piece in self._redactions:
+            if piece in body:
+                body = body.replace(piece, b"********")
+        return _TOKEN_LIKE.sub(b"********", body)
+
+
+def _redactions(token: Secret) -> list[bytes]:
+    """The token and every 8-character piece of it, longest first."""
+    raw = token.reveal().encode()
+    pieces = {raw} | {raw[i : i + 8] for i in range(max(0, len(raw) - 7))}
+    return sorted(pieces, key=len, reverse=True)
+
+
+def _clamp(value: float | None, cap_s: float) -> float | None:
+    return None if value is None else min(value, cap_s)
+
+
+def _limiter_for(settings: ClientSettings, *, search: bool, clock: Clock) -> Limiter:
+    rate = settings.search_rate if search else settings.rate
+    if rate is None:
+        return Unlimited(clock)
+    return RollingWindowLimiter(
+        rate.requests,
+        rate.window_s,
+        margin=settings.rate_margin,
+        clock=clock,
+        daily_reserve=0 if search else settings.daily_reserve,
+        name="search" if search else "api",
+    )

@@ -1,0 +1,259 @@
+"""HubSpot's rolling window, kept from the client side.
+
+Guarantee: at most `requests` sends in any `window_s * (1 + margin)` interval of send
+times. With network jitter below `margin * window_s`, the server then never sees more
+than `requests` arrivals in any `window_s` interval. A sliding log does this exactly; a
+leaky bucket that starts full (aiolimiter's `AsyncLimiter(R, W)`) lets about 2R through
+in the first window, and a no-burst schedule gives up a window of throughput at start.
+
+The limit adapts (AIMD): a 429 or a server that reports less remaining budget than our
+own log explains (another client shares the app) cuts the limit; it then recovers
+linearly to the configured one over `recover_windows` clean windows. The schedule is
+arithmetic over an injected clock; `acquire()` only sleeps until the computed slot.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+import anyio
+
+from engine.errors import QuotaExhausted
+
+
+class Clock(Protocol):
+    def now(self) -> float: ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class AnyioClock:
+    """The event loop's monotonic clock."""
+
+    def now(self) -> float:
+        return anyio.current_time()
+
+    async def sleep(self, seconds: float) -> None:
+        await anyio.sleep(seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """The rate-limit headers of one response (absent ones are None)."""
+
+    max: int | None = None
+    remaining: int | None = None
+    interval_s: float | None = None
+    daily: int | None = None
+    daily_remaining: int | None = None
+
+    @classmethod
+    def from_headers(cls, headers: Mapping[str, str]) -> Observation:
+        def number(name: str) -> int | None:
+            value = headers.get(name)
+            try:
+                return int(value) if value is not None else None
+            except ValueError:
+                return None
+
+        interval_ms = number("X-HubSpot-RateLimit-Interval-Milliseconds")
+        return cls(
+            max=number("X-HubSpot-RateLimit-Max"),
+            remaining=number("X-HubSpot-RateLimit-Remaining"),
+            interval_s=interval_ms / 1000 if interval_ms else None,
+            daily=number("X-HubSpot-RateLimit-Daily"),
+            daily_remaining=number("X-HubSpot-RateLimit-Daily-Remaining"),
+        )
+
+
+class RollingWindowLimiter:
+    """A sliding log of send times shared by every request of a run (one per token)."""
+
+    def __init__(
+        self,
+        requests: int,
+        window_s: float,
+        *,
+        margin: float = 0.02,
+        clock: Clock | None = None,
+        daily_reserve: int = 0,
+        cut_factor: float = 0.5,
+        recover_windows: float = 6.0,
+        max_pause_s: float = 60.0,
+        name: str = "api",
+    ) -> None:
+        if requests < 1 or window_s <= 0:
+            raise ValueError("a limiter needs requests >= 1 and window_s > 0")
+        self.name = name
+        self.requests = requests
+        self.window_s = window_s
+        self.margin = margin
+        self.clock: Clock = clock or AnyioClock()
+        self.daily_reserve = daily_reserve
+        self.cut_factor = cut_factor
+        self.recover_windows = recover_windows
+        self.max_pause_s = max_pause_s
+        self._sent: list[float] = []  # send times, ascending (the clock is monotonic)
+        self._start = 0  # entries before this index are older than any window we ask about
+        self._sent_total = 0
+        self._floor = float(requests)  # the limit right after the last cut
+        self._cut_at = -math.inf
+        self._paused_until = -math.inf
+        self._daily_remaining: int | None = None
+        self._daily_seen_at = 0  # _sent_total when that figure was read
+        self._lock = anyio.Lock()
+        self.cuts = 0
+        self.pauses = 0
+
+    # -- the synchronous core ------------------------------------------------------
+
+    @property
+    def span_s(self) -> float:
+        """The interval of send times that must hold at most `limit` sends."""
+        return self.window_s * (1 + self.margin)
+
+    def limit(self, now: float) -> int:
+        """The adapted limit now: the floor after the last cut, recovering linearly."""
+        recovered = self._floor + (now - self._cut_at) * self.requests / (
+            self.recover_windows * self.window_s
+        )
+        return max(1, int(min(float(self.requests), recovered)))
+
+    def next_slot(self, now: float) -> float:
+        """The earliest time a request may be sent, given everything sent so far."""
+        slot = max(now, self._paused_until)
+        limit = self.limit(slot)
+        live = len(self._sent) - self._start
+        if live >= limit:
+            slot = max(slot, self._sent[-limit] + self.span_s)
+        return slot
+
+    def count_in_window(self, end: float, span_s: float | None = None) -> int:
+        """How many sends fall in `(end - span, end]`."""
+        span = self.window_s if span_s is None else span_s
+        lo = bisect.bisect_right(self._sent, end - span, self._start)
+        hi = bisect.bisect_right(self._sent, end, self._start)
+        return hi - lo
+
+    def check_daily_nowait(self) -> None:
+        if self._daily_remaining is None:
+            return
+        left = self._daily_remaining - (self._sent_total - self._daily_seen_at)
+        if left <= self.daily_reserve:
+            raise QuotaExhausted(
+                f"daily API quota: about {max(left, 0)} calls left, at or below the reserve of "
+                f"{self.daily_reserve}; run the same command again after the daily reset"
+            )
+
+    def record_send_nowait(self, at: float) -> int:
+        """Log a send; returns its sequence number (for `observe`)."""
+        self._sent.append(at)
+        self._sent_total += 1
+        horizon = at - 2 * self.span_s
+        if self._start > 1024 and self._start * 2 > len(self._sent):
+            del self._sent[: self._start]
+            self._start = 0
+        while self._start < len(self._sent) - 1 and self._sent[self._start] < horizon:
+            self._start += 1
+        return self._sent_total
+
+    def cut_nowait(self, now: float, to: float | None = None) -> None:
+        """Multiplicative decrease (or down to `to`), then linear recovery."""
+        current = self.limit(now)
+        target = current * self.cut_factor if to is None else min(current, to)
+        self._floor = max(1.0, target)
+        self._cut_at = now
+        self.cuts += 1
+
+    def pause_nowait(self, now: float, seconds: float) -> None:
+        seconds = min(max(seconds, 0.0), self.max_pause_s)
+        self._paused_until = max(self._paused_until, now + seconds)
+        self.pauses += 1
+
+    def observe(self, headers: Mapping[str, str], *, sent_at: float, seq: int) -> None:
+        """Adapt to the `X-HubSpot-RateLimit-*` headers of a response."""
+        seen = Observation.from_headers(headers)
+        now = self.clock.now()
+        if seen.daily_remaining is not None:
+            self._daily_remaining = seen.daily_remaining
+            self._daily_seen_at = seq
+        if seen.max is not None and seen.interval_s:
+            if seen.max / seen.interval_s < self.requests / self.window_s - 1e-9:
+                # The app's real limit is lower than configured: adopt it for good.
+                self.requests, self.window_s = seen.max, seen.interval_s
+                self._floor = min(self._floor, float(seen.max))
+        if seen.remaining is None:
+            return
+        server_max = seen.max if seen.max is not None else self.requests
+        ours_used = self.count_in_window(sent_at)
+        server_used = server_max - seen.remaining
+        tolerance = max(2, self.requests // 20)
+        foreign = server_used - ours_used
+        if foreign > tolerance:
+            # Someone else spends this app's budget: leave room for them.
+            self.cut_nowait(now, to=float(self.requests - foreign))
+
+    def on_rate_limited(self, retry_after_s: float | None) -> None:
+        """A 429 for this limiter's policy: pause everyone, then cut the rate."""
+        now = self.clock.now()
+        self.pause_nowait(now, retry_after_s if retry_after_s is not None else 1.0)
+        self.cut_nowait(now)
+
+    # -- the async shell ------------------------------------------------------------
+
+    async def acquire(self) -> tuple[float, int]:
+        """Wait for a slot; returns (send time, sequence number) to pass to `observe`."""
+        async with self._lock:
+            while True:
+                self.check_daily_nowait()
+                now = self.clock.now()
+                slot = self.next_slot(now)
+                if slot <= now:
+                    return now, self.record_send_nowait(now)
+                await self.clock.sleep(slot - now)
+
+    def __repr__(self) -> str:
+        now = self.clock.now()
+        return (
+            f"<{type(self).__name__} {self.name} limit={self.limit(now)}/{self.requests} "
+            f"per {self.window_s:g}s in_window={self.count_in_window(now)} "
+            f"paused={max(0.0, self._paused_until - now):.2f}s cuts={self.cuts}>"
+        )
+
+
+class Unlimited:
+    """No client-side limit (benchmarks against a local server)."""
+
+    name = "unlimited"
+    cuts = 0
+    pauses = 0
+
+    def __init__(self, clock: Clock | None = None) -> None:
+        self.clock: Clock = clock or AnyioClock()
+        self._seq = 0
+
+    async def acquire(self) -> tuple[float, int]:
+        self._seq += 1
+        return self.clock.now(), self._seq
+
+    def observe(self, headers: Mapping[str, str], *, sent_at: float, seq: int) -> None:
+        return None
+
+    def on_rate_limited(self, retry_after_s: float | None) -> None:
+        return None
+
+
+class Limiter(Protocol):
+    name: str
+    cuts: int
+    pauses: int
+
+    async def acquire(self) -> tuple[float, int]: ...
+
+    def observe(self, headers: Mapping[str, str], *, sent_at: float, seq: int) -> None: ...
+
+    def on_rate_limited(self, retry_after_s: float | None) -> None: ...

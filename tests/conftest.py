@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import time
+
+import anyio
+import pytest
+
+
+class ManualClock:
+    """A clock that only moves when someone sleeps on it: tests never wait for real."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.t = start
+        self.sleeps: list[float] = []
+
+    def now(self) -> float:
+        return self.t
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.t += max(0.0, seconds)
+        await anyio.lowlevel.checkpoint()
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+class RecordingServer:
+    """A loopback aiohttp server that records arrival times and answers via `handler`."""
+
+    def __init__(self, handler=None) -> None:
+        self.arrivals: list[float] = []
+        self.requests: list[tuple[str, str, dict[str, str], bytes]] = []
+        self.handler = handler
+        self.base_url = ""
+        self._runner = None
+
+    async def _handle(self, request):
+        from aiohttp import web
+
+        self.arrivals.append(time.monotonic())
+        body = await request.read()
+        self.requests.append((request.method, request.path_qs, dict(request.headers), body))
+        if self.handler is not None:
+            return await self.handler(request, body)
+        return web.json_response({"ok": True})
+
+    async def __aenter__(self) -> RecordingServer:
+        from aiohttp import web
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.base_url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self._runner.cleanup()
+
+
+def most_in_any_window(times: list[float], window_s: float) -> int:
+    """The largest number of events in any half-open interval of `window_s`."""
+    times = sorted(times)
+    best = lo = 0
+    for hi, t in enumerate(times):
+        while times[lo] <= t - window_s:
+            lo += 1
+        best = max(best, hi - lo + 1)
+    return best

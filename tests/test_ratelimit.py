@@ -1,0 +1,127 @@
+import anyio
+import pytest
+
+from engine.client import HubSpotClient
+from engine.config import ClientSettings, Rate, Secret
+from engine.errors import QuotaExhausted
+from engine.ratelimit import RollingWindowLimiter
+from tests.conftest import RecordingServer, most_in_any_window
+
+
+async def acquire_many(limiter, callers: int, total: int) -> list[float]:
+    sent: list[float] = []
+    remaining = [total]
+
+    async def caller():
+        while remaining[0] > 0:
+            remaining[0] -= 1
+            at, _ = await limiter.acquire()
+            sent.append(at)
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(callers):
+            tg.start_soon(caller)
+    return sent
+
+
+async def test_no_window_ever_exceeds_the_limit_and_throughput_holds(clock):
+    limiter = RollingWindowLimiter(50, 2.0, margin=0.02, clock=clock)
+    sent = await acquire_many(limiter, callers=32, total=400)
+    assert len(sent) == 400
+    assert most_in_any_window(sent, 2.0) <= 50
+    steady = (len(sent) - 50) / (max(sent) - min(sent))
+    assert steady >= 0.95 * 50 / 2.0
+
+
+async def test_a_full_burst_is_not_let_through_twice(clock):
+    # The flaw of a leaky bucket that starts full: ~2R in the first window.
+    limiter = RollingWindowLimiter(10, 1.0, clock=clock)
+    sent = await acquire_many(limiter, callers=20, total=40)
+    assert most_in_any_window(sent, 1.0) == 10
+
+
+async def test_a_429_pauses_everyone_and_cuts_the_rate(clock):
+    limiter = RollingWindowLimiter(100, 10.0, clock=clock)
+    await limiter.acquire()
+    start = clock.now()
+    limiter.on_rate_limited(3.0)
+    assert limiter.limit(clock.now()) == 50
+    at, _ = await limiter.acquire()
+    assert at >= start + 3.0
+    # recovers linearly to the configured limit within recover_windows windows
+    clock.t += 6 * 10.0
+    assert limiter.limit(clock.now()) == 100
+
+
+async def test_an_absurd_pause_is_clamped(clock):
+    limiter = RollingWindowLimiter(100, 10.0, clock=clock, max_pause_s=60.0)
+    limiter.on_rate_limited(10**9)
+    at, _ = await limiter.acquire()
+    assert at - clock.sleeps[0] <= clock.now()
+    assert sum(clock.sleeps) <= 60.0
+
+
+async def test_headers_showing_another_client_slow_us_down(clock):
+    limiter = RollingWindowLimiter(100, 10.0, clock=clock)
+    for _ in range(10):
+        at, seq = await limiter.acquire()
+    # We sent 10 in the window, but the server says 60 are used: 50 are someone else's.
+    limiter.observe({"X-HubSpot-RateLimit-Max": "100", "X-HubSpot-RateLimit-Remaining": "40",
+                     "X-HubSpot-RateLimit-Interval-Milliseconds": "10000"},
+                    sent_at=at, seq=seq)
+    assert limiter.limit(clock.now()) == 50
+    sent = await acquire_many(limiter, callers=4, total=60)
+    assert most_in_any_window(sent + [at] * 10, 10.0) <= 60
+
+
+async def test_headers_that_agree_with_us_change_nothing(clock):
+    limiter = RollingWindowLimiter(100, 10.0, clock=clock)
+    for _ in range(10):
+        at, seq = await limiter.acquire()
+    limiter.observe({"X-HubSpot-RateLimit-Max": "100", "X-HubSpot-RateLimit-Remaining": "90"},
+                    sent_at=at, seq=seq)
+    assert limiter.limit(clock.now()) == 100
+    assert limiter.cuts == 0
+
+
+async def test_a_lower_server_limit_is_adopted(clock):
+    limiter = RollingWindowLimiter(190, 10.0, clock=clock)
+    at, seq = await limiter.acquire()
+    limiter.observe({"X-HubSpot-RateLimit-Max": "100", "X-HubSpot-RateLimit-Remaining": "99",
+                     "X-HubSpot-RateLimit-Interval-Milliseconds": "10000"},
+                    sent_at=at, seq=seq)
+    assert (limiter.requests, limiter.window_s) == (100, 10.0)
+
+
+async def test_daily_reserve_stops_before_the_quota(clock):
+    limiter = RollingWindowLimiter(100, 10.0, clock=clock, daily_reserve=5)
+    at, seq = await limiter.acquire()
+    limiter.observe({"X-HubSpot-RateLimit-Daily-Remaining": "8"}, sent_at=at, seq=seq)
+    for _ in range(3):  # 8 left: three more calls leave exactly the reserve
+        await limiter.acquire()
+    with pytest.raises(QuotaExhausted, match="reserve of 5"):
+        await limiter.acquire()
+
+
+@pytest.mark.timeout(60)
+async def test_server_never_sees_more_than_the_limit_in_any_window():
+    """400 requests, 32 concurrent callers, 50 per 2 s, arrival times taken at the server."""
+    async with RecordingServer() as server:
+        settings = ClientSettings(server.base_url, Secret("pat-test"), rate=Rate(50, 2.0),
+                                  concurrency=32)
+        async with HubSpotClient(settings) as client:
+            count = [0]
+
+            async def caller():
+                while count[0] < 400:
+                    count[0] += 1
+                    await client.get_json("/crm/v3/objects/contacts")
+
+            async with anyio.create_task_group() as tg:
+                for _ in range(32):
+                    tg.start_soon(caller)
+        arrivals = server.arrivals
+    assert len(arrivals) == 400
+    assert most_in_any_window(arrivals, 2.0) <= 50
+    steady_per_s = (len(arrivals) - 50) / (max(arrivals) - min(arrivals))
+    assert steady_per_s >= 0.95 * 25
