@@ -1,0 +1,93 @@
+"""Seeded fault injection: latency with jitter, 5xx and connection reset before any work,
+and the response lost after the write committed.
+
+Each API request draws the same four numbers from one `random.Random(seed)` whatever is
+enabled, so a run with the same seed and request order injects the same faults.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from dataclasses import dataclass
+
+FIVE_XX_STATUSES = (502, 503, 504)
+
+HTML_502 = (
+    b"<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway"
+    b"</h1></center><hr><center>cloudflare</center></body></html>"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Draw:
+    """What to do to one request."""
+
+    delay_s: float
+    five_xx: int | None  # status to answer instead of working
+    reset: bool  # abort the connection before any work
+    lost: bool  # do the work, then abort without answering
+
+
+class Faults:
+    def __init__(
+        self,
+        seed: int,
+        latency_ms: float = 0.0,
+        fault_5xx: float = 0.0,
+        fault_reset: float = 0.0,
+        fault_lost: float = 0.0,
+    ) -> None:
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.latency_ms = latency_ms
+        self.fault_5xx = fault_5xx
+        self.fault_reset = fault_reset
+        self.fault_lost = fault_lost
+        self.injected: Counter[str] = Counter()
+
+    @property
+    def active(self) -> bool:
+        return bool(self.latency_ms or self.fault_5xx or self.fault_reset or self.fault_lost)
+
+    def configure(
+        self,
+        *,
+        latency_ms: float | None = None,
+        fault_5xx: float | None = None,
+        fault_reset: float | None = None,
+        fault_lost: float | None = None,
+        seed: int | None = None,
+    ) -> None:
+        if latency_ms is not None:
+            self.latency_ms = latency_ms
+        if fault_5xx is not None:
+            self.fault_5xx = fault_5xx
+        if fault_reset is not None:
+            self.fault_reset = fault_reset
+        if fault_lost is not None:
+            self.fault_lost = fault_lost
+        if seed is not None:
+            self.seed = seed
+            self.rng = random.Random(seed)
+
+    def draw(self) -> Draw:
+        rng = self.rng
+        jitter, p_5xx, p_reset, p_lost = rng.random(), rng.random(), rng.random(), rng.random()
+        delay_s = self.latency_ms * (0.5 + jitter) / 1000.0 if self.latency_ms else 0.0
+        five_xx = None
+        reset = lost = False
+        if p_5xx < self.fault_5xx:
+            five_xx = FIVE_XX_STATUSES[int(jitter * 3) % 3]
+            self.injected[f"5xx_{five_xx}"] += 1
+            self.injected["5xx"] += 1
+        elif p_reset < self.fault_reset:
+            reset = True
+            self.injected["reset"] += 1
+        elif p_lost < self.fault_lost:
+            lost = True
+            self.injected["lost"] += 1
+        return Draw(delay_s, five_xx, reset, lost)
+
+    def reset_counts(self) -> None:
+        self.injected.clear()

@@ -1,0 +1,474 @@
+"""Objects v3: batch create/read/update/upsert/archive, single records, list paging.
+
+Batch rule (HUBSPOT_API.md): when every input carries an `objectWriteTraceId` the batch answers
+per input (207, the valid inputs written); otherwise it is all-or-nothing (400 for the first
+invalid input, 409 naming only the first clash, nothing written). Missing records in
+update/read are reported as 207 errors.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine.sandbox.errors import (
+    ApiError,
+    bad_request,
+    batch_error,
+    error_body,
+    invalid_values_details,
+    invalid_values_message,
+)
+from engine.sandbox.store import InvalidInput, ObjectStore, Problem, Record, now_ms, unique_key
+from engine.sandbox.validate import iso_from_ms
+
+MAX_BATCH_INPUTS = 100
+MAX_HISTORY_READ_INPUTS = 50
+MAX_LIST_LIMIT = 100
+
+Answer = tuple[int, Any]  # (HTTP status, JSON body or None)
+
+
+def inputs_of(body: object, limit: int) -> list[Any]:
+    if not isinstance(body, dict) or not isinstance(body.get("inputs"), list):
+        raise bad_request("Invalid input JSON on line 1: expected an object with `inputs`")
+    inputs: list[Any] = body["inputs"]
+    if len(inputs) > limit:
+        raise bad_request(
+            f"Too many inputs: {len(inputs)}. The limit is {limit} inputs per batch."
+        )
+    return inputs
+
+
+def is_traced(inputs: list[Any]) -> bool:
+    """Per-input (207) answers only when every input carries an objectWriteTraceId."""
+    return bool(inputs) and all(
+        isinstance(i, dict) and isinstance(i.get("objectWriteTraceId"), str) for i in inputs
+    )
+
+
+def problem_item(problem: Problem, trace_id: str | None) -> dict[str, Any]:
+    context: dict[str, list[str]] = {}
+    if trace_id is not None:
+        context["objectWriteTraceId"] = [trace_id]
+    if problem.invalid:
+        context["propertyName"] = [p.name for p in problem.invalid]
+        return batch_error(
+            invalid_values_message(problem.invalid), "VALIDATION_ERROR",
+            context=context, errors=invalid_values_details(problem.invalid),
+        )
+    if problem.existing_id is not None:
+        context["id"] = [problem.existing_id]
+    return batch_error(problem.message, problem.category, context=context)
+
+
+def batch_answer(results: list[Any], errors: list[Any], ok: int, started_ms: int) -> Answer:
+    body: dict[str, Any] = {
+        "status": "COMPLETE",
+        "results": results,
+        "startedAt": iso_from_ms(started_ms),
+        "completedAt": iso_from_ms(now_ms()),
+    }
+    if errors:
+        body["numErrors"] = len(errors)
+        body["errors"] = errors
+        return 207, body
+    return ok, body
+
+
+def _trace_of(item: object) -> str | None:
+    if isinstance(item, dict):
+        tid = item.get("objectWriteTraceId")
+        if isinstance(tid, str):
+            return tid
+    return None
+
+
+def _not_object(message: str = "Invalid input JSON: each input must be an object") -> InvalidInput:
+    return InvalidInput(Problem(400, "VALIDATION_ERROR", message))
+
+
+def _missing(store: ObjectStore, record_id: object) -> InvalidInput:
+    return InvalidInput(Problem(
+        404, "OBJECT_NOT_FOUND",
+        f"Could not find {store.otype.singular} with id {record_id}. "
+        "Object not found.  objectId are usually numeric.",
+    ))
+
+
+def inline_associations(store: ObjectStore, raw: object) -> list[tuple[str, int, int]]:
+    """`associations` on create -> [(to type id, to record id, association type id)]."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise _not_object("Invalid input JSON: associations must be a list")
+    portal = store.portal
+    out: list[tuple[str, int, int]] = []
+    for item in raw:
+        to = item.get("to") if isinstance(item, dict) else None
+        types = item.get("types") if isinstance(item, dict) else None
+        if not isinstance(to, dict) or not isinstance(types, list) or not types:
+            raise _not_object("Invalid input JSON: association needs `to` and `types`")
+        for spec in types:
+            tid = spec.get("associationTypeId") if isinstance(spec, dict) else None
+            atype = portal.associations.types.get(tid) if isinstance(tid, int) else None
+            if atype is None or atype.from_type != store.type_id:
+                raise InvalidInput(Problem(
+                    400, "VALIDATION_ERROR",
+                    f"{tid} is not a valid association type id from {store.otype.name}",
+                ))
+            target = portal.stores[atype.to_type].get(str(to.get("id")))
+            if target is None:
+                raise InvalidInput(Problem(
+                    400, "VALIDATION_ERROR",
+                    f"One or more associations are invalid: "
+                    f"{portal.stores[atype.to_type].otype.singular} {to.get('id')} not found",
+                ))
+            out.append((atype.to_type, target.id, atype.type_id))
+    return out
+
+
+def _link(store: ObjectStore, rec: Record, links: list[tuple[str, int, int]]) -> None:
+    assoc = store.portal.associations
+    for to_type, to_id, tid in links:
+        assoc.add(store.type_id, rec.id, to_type, to_id, tid)
+        default = assoc.default_type(store.type_id, to_type)
+        if tid != default:
+            assoc.add(store.type_id, rec.id, to_type, to_id, default)
+
+
+def batch_create(store: ObjectStore, body: object) -> Answer:
+    started = now_ms()
+    inputs = inputs_of(body, MAX_BATCH_INPUTS)
+    traced = is_traced(inputs)
+    pending: dict[tuple[str, str], int] = {}
+    plans: list[tuple[dict[str, str], str | None, list[tuple[str, int, int]]]] = []
+    errors: list[Any] = []
+    for item in inputs:
+        trace_id = _trace_of(item)
+        try:
+            if not isinstance(item, dict):
+                raise _not_object()
+            changes = store.prepare(item.get("properties", {}), None)
+            store.check_required(changes)
+            links = inline_associations(store, item.get("associations"))
+            store.check_unique(changes, None, pending)
+            plans.append((changes, trace_id, links))
+        except InvalidInput as exc:
+            if not traced:
+                raise exc.problem.to_api_error() from None
+            errors.append(problem_item(exc.problem, trace_id))
+    ms = now_ms()
+    results = []
+    for changes, trace_id, links in plans:
+        rec = store.insert(changes, ms)
+        if links:
+            _link(store, rec, links)
+        out = store.to_json(rec, all_props=True)
+        if trace_id is not None:
+            out["objectWriteTraceId"] = trace_id
+        results.append(out)
+    return batch_answer(results, errors, 201, started)
+
+
+def _reject_duplicate_ids(inputs: list[Any]) -> None:
+    seen: set[tuple[str, str]] = set()
+    dups: list[str] = []
+    for item in inputs:
+        if not isinstance(item, dict):
+            continue
+        id_prop = str(item.get("idProperty") or "hs_object_id")
+        key = (id_prop, unique_key(str(item.get("id"))))
+        if key in seen:
+            dups.append(str(item.get("id")))
+        seen.add(key)
+    if dups:
+        raise bad_request(
+            f"Duplicate IDs found in batch input: [{', '.join(dups)}]. IDs must be unique"
+        )
+
+
+def _check_id_property(store: ObjectStore, id_prop: str | None) -> None:
+    if id_prop and id_prop != "hs_object_id" and id_prop not in store.unique:
+        if id_prop not in store.otype.properties:
+            raise bad_request(f"Property {id_prop} does not exist")
+        raise bad_request(
+            f"Unable to perform update/upsert by non-unique {id_prop} property"
+        )
+
+
+def batch_update(store: ObjectStore, body: object) -> Answer:
+    started = now_ms()
+    inputs = inputs_of(body, MAX_BATCH_INPUTS)
+    traced = is_traced(inputs)
+    _reject_duplicate_ids(inputs)
+    pending: dict[tuple[str, str], int] = {}
+    plans: list[tuple[Record, dict[str, str], str | None]] = []
+    errors: list[Any] = []
+    for item in inputs:
+        trace_id = _trace_of(item)
+        try:
+            if not isinstance(item, dict) or "id" not in item:
+                raise _not_object("Invalid input JSON: each input needs an `id`")
+            id_prop = item.get("idProperty")
+            _check_id_property(store, id_prop)
+            rec = store.get(str(item["id"]), id_prop)
+            if rec is None:
+                problem = _missing(store, item["id"]).problem
+                errors.append(problem_item(problem, trace_id))
+                continue
+            changes = store.prepare(item.get("properties", {}), rec)
+            store.check_unique(changes, rec.id, pending)
+            plans.append((rec, changes, trace_id))
+        except InvalidInput as exc:
+            if not traced:
+                raise exc.problem.to_api_error() from None
+            errors.append(problem_item(exc.problem, trace_id))
+    ms = now_ms()
+    results = []
+    for rec, changes, trace_id in plans:
+        store.apply(rec, changes, ms)
+        out = store.to_json(rec, all_props=True)
+        if trace_id is not None:
+            out["objectWriteTraceId"] = trace_id
+        results.append(out)
+    return batch_answer(results, errors, 200, started)
+
+
+def batch_upsert(store: ObjectStore, body: object) -> Answer:
+    started = now_ms()
+    inputs = inputs_of(body, MAX_BATCH_INPUTS)
+    traced = is_traced(inputs)
+    for item in inputs:
+        if isinstance(item, dict):
+            _check_id_property(store, item.get("idProperty"))
+    _reject_duplicate_ids(inputs)
+    pending: dict[tuple[str, str], int] = {}
+    plans: list[tuple[Record | None, dict[str, str], str | None]] = []
+    errors: list[Any] = []
+    for item in inputs:
+        trace_id = _trace_of(item)
+        try:
+            if not isinstance(item, dict) or "id" not in item:
+                raise _not_object("Invalid input JSON: each input needs an `id`")
+            id_prop = item.get("idProperty") or "hs_object_id"
+            rec = store.get(str(item["id"]), id_prop)
+            raw = item.get("properties", {})
+            if rec is not None:
+                changes = store.prepare(raw, rec)
+                store.check_unique(changes, rec.id, pending)
+            elif id_prop == "hs_object_id":
+                raise _missing(store, item["id"])
+            else:
+                if isinstance(raw, dict):
+                    raw = {**raw, id_prop: str(item["id"])}
+                changes = store.prepare(raw, None)
+                store.check_required(changes)
+                store.check_unique(changes, None, pending)
+            plans.append((rec, changes, trace_id))
+        except InvalidInput as exc:
+            if not traced:
+                raise exc.problem.to_api_error() from None
+            errors.append(problem_item(exc.problem, trace_id))
+    ms = now_ms()
+    results = []
+    for found, changes, trace_id in plans:
+        if found is None:
+            rec = store.insert(changes, ms)
+        else:
+            rec = found
+            store.apply(rec, changes, ms)
+        out = store.to_json(rec, all_props=True)
+        out["new"] = found is None
+        if trace_id is not None:
+            out["objectWriteTraceId"] = trace_id
+        results.append(out)
+    return batch_answer(results, errors, 200, started)
+
+
+def _string_list(raw: object) -> list[str]:
+    if raw is None:
+        return []
+    if isinstance(raw, str):
+        return [p for p in raw.split(",") if p]
+    if isinstance(raw, list):
+        return [str(p) for p in raw]
+    raise bad_request("Invalid input JSON: expected a list of property names")
+
+
+def with_history(store: ObjectStore, rec: Record, out: dict[str, Any],
+                 names: list[str]) -> None:
+    history: dict[str, list[dict[str, str]]] = {}
+    for name in names:
+        value = rec.props.get(name)
+        if value is not None:
+            history[name] = [{
+                "value": value,
+                "timestamp": iso_from_ms(rec.updated_ms),
+                "sourceType": "API",
+                "sourceId": "sandbox",
+            }]
+    out["propertiesWithHistory"] = history
+
+
+def batch_read(store: ObjectStore, body: object, archived: bool) -> Answer:
+    started = now_ms()
+    history = _string_list(body.get("propertiesWithHistory")) if isinstance(body, dict) else []
+    inputs = inputs_of(body, MAX_HISTORY_READ_INPUTS if history else MAX_BATCH_INPUTS)
+    assert isinstance(body, dict)
+    properties = _string_list(body.get("properties"))
+    id_prop = body.get("idProperty")
+    if id_prop and id_prop != "hs_object_id" and id_prop not in store.unique:
+        raise bad_request(f"{id_prop} is not a unique property of {store.otype.name}")
+    results = []
+    missing: list[str] = []
+    seen: set[int] = set()
+    for item in inputs:
+        if not isinstance(item, dict) or "id" not in item:
+            raise bad_request("Invalid input JSON: each input needs an `id`")
+        rec = store.get(str(item["id"]), id_prop, archived)
+        if rec is None:
+            missing.append(str(item["id"]))
+            continue
+        if rec.id in seen:
+            continue
+        seen.add(rec.id)
+        out = store.to_json(rec, properties)
+        if history:
+            with_history(store, rec, out, history)
+        results.append(out)
+    errors = []
+    if missing:
+        errors.append(batch_error(
+            f"Could not get some {store.otype.singular.upper()} objects, they may be deleted "
+            "or not exist. Check that ids are valid.",
+            "OBJECT_NOT_FOUND", context={"ids": missing},
+        ))
+    return batch_answer(results, errors, 200, started)
+
+
+def batch_archive(store: ObjectStore, body: object) -> Answer:
+    inputs = inputs_of(body, MAX_BATCH_INPUTS)
+    ms = now_ms()
+    for item in inputs:
+        if not isinstance(item, dict) or "id" not in item:
+            raise bad_request("Invalid input JSON: each input needs an `id`")
+        rec = store.get(str(item["id"]))
+        if rec is not None:
+            store.archive(rec, ms)
+    return 204, None
+
+
+# --- single records -------------------------------------------------------------------
+
+
+def not_found_error(record_id: str) -> ApiError:
+    return ApiError(404, error_body(
+        "Object not found.  objectId are usually numeric.", "OBJECT_NOT_FOUND",
+        context={"id": [record_id]},
+    ))
+
+
+def v3_associations(store: ObjectStore, rec: Record, to_names: list[str]) -> dict[str, Any]:
+    """The `associations` block of a v3 record: {"companies": {"results": [{id, type}]}}."""
+    portal = store.portal
+    out: dict[str, Any] = {}
+    for name in to_names:
+        target = portal.store(name)
+        links = portal.associations.targets(store.type_id, target.type_id, rec.id)
+        if not links:
+            continue
+        results = []
+        for to_id in sorted(links):
+            for tid in sorted(links[to_id]):
+                atype = portal.associations.types[tid]
+                kind = f"{store.otype.singular}_to_{target.otype.singular}"
+                if atype.label is None and any(
+                    t.label == "Primary" for t in portal.associations.labels(
+                        store.type_id, target.type_id)
+                ):
+                    kind += "_unlabeled"
+                elif atype.category == "USER_DEFINED":
+                    kind = atype.name or kind
+                results.append({"id": str(to_id), "type": kind})
+        out[name] = {"results": results}
+    return out
+
+
+def get_one(store: ObjectStore, record_id: str, query: dict[str, str]) -> Answer:
+    archived = query.get("archived") == "true"
+    rec = store.get(record_id, query.get("idProperty"), archived)
+    if rec is None:
+        raise not_found_error(record_id)
+    out = store.to_json(rec, _string_list(query.get("properties")))
+    assoc = _string_list(query.get("associations"))
+    if assoc:
+        out["associations"] = v3_associations(store, rec, assoc)
+    return 200, out
+
+
+def create_one(store: ObjectStore, body: object) -> Answer:
+    if not isinstance(body, dict):
+        raise bad_request("Invalid input JSON: expected an object")
+    try:
+        changes = store.prepare(body.get("properties", {}), None)
+        store.check_required(changes)
+        links = inline_associations(store, body.get("associations"))
+        store.check_unique(changes, None)
+    except InvalidInput as exc:
+        raise exc.problem.to_api_error() from None
+    rec = store.insert(changes, now_ms())
+    if links:
+        _link(store, rec, links)
+    return 201, store.to_json(rec, all_props=True)
+
+
+def update_one(store: ObjectStore, record_id: str, query: dict[str, str], body: object) -> Answer:
+    if not isinstance(body, dict):
+        raise bad_request("Invalid input JSON: expected an object")
+    id_prop = query.get("idProperty")
+    _check_id_property(store, id_prop)
+    rec = store.get(record_id, id_prop)
+    if rec is None:
+        raise not_found_error(record_id)
+    try:
+        changes = store.prepare(body.get("properties", {}), rec)
+        store.check_unique(changes, rec.id)
+    except InvalidInput as exc:
+        raise exc.problem.to_api_error() from None
+    store.apply(rec, changes, now_ms())
+    return 200, store.to_json(rec, all_props=True)
+
+
+def archive_one(store: ObjectStore, record_id: str) -> Answer:
+    rec = store.get(record_id)
+    if rec is not None:
+        store.archive(rec, now_ms())
+    return 204, None
+
+
+def list_page(store: ObjectStore, query: dict[str, str], base_url: str, path: str) -> Answer:
+    try:
+        limit = int(query.get("limit", "10"))
+        after = int(query.get("after") or 0)
+    except ValueError:
+        raise bad_request("limit and after must be integers") from None
+    if not 1 <= limit <= MAX_LIST_LIMIT:
+        raise bad_request(f"limit must be between 1 and {MAX_LIST_LIMIT}")
+    archived = query.get("archived") == "true"
+    properties = _string_list(query.get("properties"))
+    assoc = _string_list(query.get("associations"))
+    results: list[dict[str, Any]] = []
+    more = False
+    for rec in store.iter_after(after, archived):
+        if len(results) == limit:
+            more = True
+            break
+        out = store.to_json(rec, properties)
+        if assoc:
+            out["associations"] = v3_associations(store, rec, assoc)
+        results.append(out)
+    body: dict[str, Any] = {"results": results}
+    if more:
+        last = results[-1]["id"]
+        body["paging"] = {"next": {"after": last, "link": f"{base_url}{path}?after={last}"}}
+    return 200, body

@@ -1,0 +1,372 @@
+"""The aiohttp application: routing, and one wrapper per API route for auth, limits, faults.
+
+Order for an API request: auth (401) -> limits, counted on arrival (429) -> latency ->
+5xx / connection reset before any work -> the work -> response lost after the work.
+`/__sandbox/` routes skip all of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from engine.sandbox import objects, properties, search, v4
+from engine.sandbox.audit import Stats, audit, parse_keys
+from engine.sandbox.errors import ApiError, bad_request, correlation_id, error_body, unauthorized
+from engine.sandbox.faults import HTML_502, Faults
+from engine.sandbox.limits import Limits
+from engine.sandbox.objects import Answer
+from engine.sandbox.settings import RUNTIME_FIELDS, SandboxSettings
+from engine.sandbox.store import ObjectStore, Portal
+from engine.sandbox.validate import iso_from_ms
+
+Work = Callable[["State", web.Request, Any], Answer]
+JSON = "application/json"
+
+_LIMIT_MESSAGES = {
+    "TEN_SECONDLY_ROLLING": "You have reached your ten_secondly_rolling limit.",
+    "SECONDLY": "You have reached your secondly limit.",
+    "DAILY": "You have reached your daily limit.",
+}
+
+
+class State:
+    """Everything one running sandbox holds."""
+
+    def __init__(self, settings: SandboxSettings) -> None:
+        self.settings = settings
+        self.portal = Portal(lean=settings.lean)
+        self.limits = Limits(settings.rate_requests, settings.rate_window_s,
+                             settings.search_rate_per_s, settings.daily_limit)
+        self.faults = Faults(settings.seed, settings.latency_ms, settings.fault_5xx,
+                             settings.fault_reset, settings.fault_lost)
+        self.stats = Stats()
+        self.tokens = settings.tokens
+        self.base_url = ""
+
+    def configure(self, **changes: Any) -> SandboxSettings:
+        unknown = set(changes) - RUNTIME_FIELDS
+        if unknown:
+            raise ValueError(f"cannot change at run time: {sorted(unknown)}")
+        if "extra_tokens" in changes:
+            changes["extra_tokens"] = tuple(changes["extra_tokens"])
+        new = dataclasses.replace(self.settings, **changes)
+        self.settings = new
+        self.tokens = new.tokens
+        self.limits.configure(new.rate_requests, new.rate_window_s, new.search_rate_per_s,
+                              new.daily_limit)
+        self.faults.configure(latency_ms=new.latency_ms, fault_5xx=new.fault_5xx,
+                              fault_reset=new.fault_reset, fault_lost=new.fault_lost,
+                              seed=changes.get("seed"))
+        return new
+
+    def reset(self, keep_schemas: bool = True) -> None:
+        self.portal.reset(keep_schemas)
+        self.limits.reset()
+        self.stats.reset()
+        self.faults.reset_counts()
+
+
+STATE = web.AppKey("state", State)
+
+
+def _json_response(status: int, payload: Any, headers: dict[str, str] | None = None
+                   ) -> web.Response:
+    if payload is None:
+        return web.Response(status=status, headers=headers)
+    return web.Response(body=orjson.dumps(payload), status=status, content_type=JSON,
+                        headers=headers)
+
+
+def _limit_response(policy: str, headers: dict[str, str]) -> web.Response:
+    body = {
+        "status": "error",
+        "message": _LIMIT_MESSAGES[policy],
+        "errorType": "RATE_LIMIT",
+        "correlationId": correlation_id(),
+        "policyName": policy,
+        "requestId": str(uuid.uuid4()),
+    }
+    return _json_response(429, body, headers)
+
+
+def _five_xx_response(status: int) -> web.Response:
+    if status == 502:
+        return web.Response(body=HTML_502, status=502, content_type="text/html")
+    message = "Service Unavailable" if status == 503 else "The request timed out"
+    body = error_body(message, "SERVICE_UNAVAILABLE" if status == 503 else "GATEWAY_TIMEOUT")
+    return _json_response(status, body)
+
+
+def _drop_connection(request: web.Request) -> web.Response:
+    """Abort the transport without answering; aiohttp then fails to write and moves on."""
+    transport = request.transport
+    if transport is not None:
+        transport.abort()
+    return web.Response(status=499)
+
+
+def api(work: Work, is_search: bool = False) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def handler(request: web.Request) -> web.Response:
+        state = request.app[STATE]
+        stats = state.stats
+        stats.requests += 1
+        auth = request.headers.get("Authorization", "")
+        token = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+        if token not in state.tokens:
+            error = unauthorized()
+            stats.statuses[401] += 1
+            return _json_response(error.status, error.body)
+        verdict = state.limits.check(token, time.monotonic(), is_search)
+        if verdict.policy is not None:
+            stats.statuses[429] += 1
+            stats.rate_limited[verdict.policy] += 1
+            return _limit_response(verdict.policy, verdict.headers)
+        faults = state.faults
+        lost = False
+        if faults.active:
+            draw = faults.draw()
+            if draw.delay_s:
+                await asyncio.sleep(draw.delay_s)
+            if draw.five_xx is not None:
+                stats.statuses[draw.five_xx] += 1
+                return _five_xx_response(draw.five_xx)
+            if draw.reset:
+                return _drop_connection(request)
+            lost = draw.lost
+        try:
+            body: Any = None
+            if request.method in ("POST", "PATCH", "PUT") and request.can_read_body:
+                raw = await request.read()
+                if raw:
+                    try:
+                        body = orjson.loads(raw)
+                    except orjson.JSONDecodeError as exc:
+                        raise bad_request(f"Invalid input JSON: {exc}") from None
+            status, payload = work(state, request, body)
+        except ApiError as exc:
+            status, payload = exc.status, exc.body
+        if lost:
+            return _drop_connection(request)
+        stats.statuses[status] += 1
+        return _json_response(status, payload, verdict.headers)
+
+    return handler
+
+
+# --- API routes ---------------------------------------------------------------------------
+
+
+def _store(state: State, request: web.Request, key: str = "type") -> ObjectStore:
+    return state.portal.store(request.match_info[key])
+
+
+def _batch(state: State, request: web.Request, body: Any) -> Answer:
+    store = _store(state, request)
+    op = request.match_info["op"]
+    if op == "create":
+        return objects.batch_create(store, body)
+    if op == "update":
+        return objects.batch_update(store, body)
+    if op == "upsert":
+        return objects.batch_upsert(store, body)
+    if op == "read":
+        return objects.batch_read(store, body, request.query.get("archived") == "true")
+    if op == "archive":
+        return objects.batch_archive(store, body)
+    raise ApiError(404, error_body(f"Unknown batch operation {op}", "OBJECT_NOT_FOUND"))
+
+
+def _search(state: State, request: web.Request, body: Any) -> Answer:
+    return search.search(_store(state, request), body)
+
+
+def _list(state: State, request: web.Request, body: Any) -> Answer:
+    return objects.list_page(_store(state, request), dict(request.query), state.base_url,
+                             request.path)
+
+
+def _create(state: State, request: web.Request, body: Any) -> Answer:
+    return objects.create_one(_store(state, request), body)
+
+
+def _get(state: State, request: web.Request, body: Any) -> Answer:
+    return objects.get_one(_store(state, request), request.match_info["id"],
+                           dict(request.query))
+
+
+def _patch(state: State, request: web.Request, body: Any) -> Answer:
+    return objects.update_one(_store(state, request), request.match_info["id"],
+                              dict(request.query), body)
+
+
+def _delete(state: State, request: web.Request, body: Any) -> Answer:
+    return objects.archive_one(_store(state, request), request.match_info["id"])
+
+
+def _properties(state: State, request: web.Request, body: Any) -> Answer:
+    store = _store(state, request)
+    if request.method == "POST":
+        return properties.create_property(store, body)
+    return properties.list_properties(store)
+
+
+def _property(state: State, request: web.Request, body: Any) -> Answer:
+    return properties.get_property(_store(state, request), request.match_info["name"])
+
+
+def _schemas(state: State, request: web.Request, body: Any) -> Answer:
+    if request.method == "POST":
+        return properties.create_schema(state.portal, body)
+    return properties.list_schemas(state.portal)
+
+
+def _schema(state: State, request: web.Request, body: Any) -> Answer:
+    return properties.get_schema(state.portal, request.match_info["type"])
+
+
+def _labels(state: State, request: web.Request, body: Any) -> Answer:
+    frm, to = _store(state, request, "from"), _store(state, request, "to")
+    if request.method == "POST":
+        return v4.create_label(state.portal, frm, to, body)
+    return v4.list_labels(state.portal, frm, to)
+
+
+def _label(state: State, request: web.Request, body: Any) -> Answer:
+    frm, to = _store(state, request, "from"), _store(state, request, "to")
+    return v4.delete_label(state.portal, frm, to, request.match_info["type_id"])
+
+
+def _assoc_batch(state: State, request: web.Request, body: Any) -> Answer:
+    frm, to = _store(state, request, "from"), _store(state, request, "to")
+    op = request.match_info["op"]
+    limit = state.settings.association_batch_limit
+    portal = state.portal
+    if op == "create":
+        return v4.batch_create(portal, frm, to, body, limit)
+    if op == "associate/default":
+        return v4.batch_default(portal, frm, to, body, limit)
+    if op == "read":
+        return v4.batch_read(portal, frm, to, body)
+    if op == "archive":
+        return v4.batch_archive(portal, frm, to, body, limit)
+    if op == "labels/archive":
+        return v4.batch_archive_labels(portal, frm, to, body, limit)
+    raise ApiError(404, error_body(f"Unknown batch operation {op}", "OBJECT_NOT_FOUND"))
+
+
+# --- audit routes (no auth, no limits, no faults) -----------------------------------------
+
+
+def _audit_call(fn: Callable[[State, web.Request, Any], Answer]
+                ) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def handler(request: web.Request) -> web.Response:
+        state = request.app[STATE]
+        body: Any = None
+        if request.method == "POST" and request.can_read_body:
+            raw = await request.read()
+            body = orjson.loads(raw) if raw else None
+        try:
+            status, payload = fn(state, request, body)
+        except (ApiError, ValueError, TypeError) as exc:
+            error = exc if isinstance(exc, ApiError) else bad_request(str(exc))
+            status, payload = error.status, error.body
+        return _json_response(status, payload)
+
+    return handler
+
+
+def audit_report(state: State, keys: str | None = None) -> dict[str, Any]:
+    return audit(state.portal, state.limits, state.faults, state.stats, parse_keys(keys))
+
+
+def records_dump(state: State, type_name: str, archived: bool = False) -> list[dict[str, Any]]:
+    store = state.portal.store(type_name)
+    return [
+        {"id": str(r.id), "properties": dict(r.props), "createdAt": iso_from_ms(r.created_ms),
+         "archived": r.archived_ms is not None}
+        for r in store.records.values() if archived or r.archived_ms is None
+    ]
+
+
+def edges_dump(state: State, from_name: str, to_name: str) -> list[dict[str, Any]]:
+    portal = state.portal
+    frm, to = portal.store(from_name), portal.store(to_name)
+    types = portal.associations.types
+    return [
+        {"fromId": str(a), "toId": str(b), "typeId": t, "category": types[t].category,
+         "label": types[t].label}
+        for a, b, t in sorted(portal.associations.iter_edges(frm.type_id, to.type_id))
+    ]
+
+
+def _audit(state: State, request: web.Request, body: Any) -> Answer:
+    return 200, audit_report(state, request.query.get("keys"))
+
+
+def _records(state: State, request: web.Request, body: Any) -> Answer:
+    archived = request.query.get("archived") == "true"
+    return 200, {"results": records_dump(state, request.match_info["type"], archived)}
+
+
+def _edges(state: State, request: web.Request, body: Any) -> Answer:
+    return 200, {"results": edges_dump(state, request.match_info["from"],
+                                       request.match_info["to"])}
+
+
+def _reset(state: State, request: web.Request, body: Any) -> Answer:
+    keep = request.query.get("keep_schemas", "true") != "false"
+    if isinstance(body, dict) and "keep_schemas" in body:
+        keep = bool(body["keep_schemas"])
+    state.reset(keep_schemas=keep)
+    return 200, {"reset": True, "keep_schemas": keep}
+
+
+def _config(state: State, request: web.Request, body: Any) -> Answer:
+    if request.method == "POST":
+        if not isinstance(body, dict):
+            raise bad_request("expected a JSON object of settings")
+        state.configure(**body)
+    settings = dataclasses.asdict(state.settings)
+    settings.pop("token", None)
+    settings.pop("extra_tokens", None)
+    return 200, settings
+
+
+def build_app(state: State) -> web.Application:
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app[STATE] = state
+    r = app.router
+    objs = "/crm/v3/objects/{type}"
+    r.add_post(objs + "/batch/{op}", api(_batch))
+    r.add_post(objs + "/search", api(_search, is_search=True))
+    r.add_get(objs, api(_list))
+    r.add_post(objs, api(_create))
+    r.add_get(objs + "/{id}", api(_get))
+    r.add_patch(objs + "/{id}", api(_patch))
+    r.add_delete(objs + "/{id}", api(_delete))
+    r.add_get("/crm/v3/properties/{type}", api(_properties))
+    r.add_post("/crm/v3/properties/{type}", api(_properties))
+    r.add_get("/crm/v3/properties/{type}/{name}", api(_property))
+    r.add_get("/crm/v3/schemas", api(_schemas))
+    r.add_post("/crm/v3/schemas", api(_schemas))
+    r.add_get("/crm/v3/schemas/{type}", api(_schema))
+    v4_base = "/crm/v4/associations/{from}/{to}"
+    r.add_get(v4_base + "/labels", api(_labels))
+    r.add_post(v4_base + "/labels", api(_labels))
+    r.add_delete(v4_base + "/labels/{type_id}", api(_label))
+    r.add_post(v4_base + "/batch/{op:.+}", api(_assoc_batch))
+    r.add_get("/__sandbox/audit", _audit_call(_audit))
+    r.add_get("/__sandbox/records/{type}", _audit_call(_records))
+    r.add_get("/__sandbox/associations/{from}/{to}", _audit_call(_edges))
+    r.add_post("/__sandbox/reset", _audit_call(_reset))
+    r.add_get("/__sandbox/config", _audit_call(_config))
+    r.add_post("/__sandbox/config", _audit_call(_config))
+    return app

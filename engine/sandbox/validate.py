@@ -1,0 +1,216 @@
+"""Property value rules, compiled once per property into a small function.
+
+A validator takes the raw JSON value and the stored value (for `;`-append on multi-checkboxes)
+and returns the string to store (`""` means clear), or raises `InvalidValue`.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+
+from engine.sandbox.schemas import PropertyDef
+
+MAX_STRING_CHARS = 65_536
+DAY_MS = 86_400_000
+
+Validator = Callable[[object, "str | None"], str]
+
+
+@dataclass(frozen=True, slots=True)
+class InvalidValue(Exception):
+    """One failing property value: HubSpot's `error` code and message."""
+
+    name: str
+    code: str
+    message: str
+
+
+_EMAIL = re.compile(r"^[^@\s;,]+@[^@\s;,]+\.[^@\s;,]+$")
+_NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_EPOCH_MS = re.compile(r"^-?\d{1,15}$")
+
+
+def as_text(value: object) -> str:
+    """JSON value -> the string HubSpot would store (values are strings in the API)."""
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return ""
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+@functools.lru_cache(maxsize=8192)
+def iso_from_ms(ms: int) -> str:
+    """Epoch milliseconds -> `YYYY-MM-DDThh:mm:ss.sssZ`."""
+    dt = datetime.fromtimestamp(ms / 1000, tz=UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+def parse_datetime_ms(text: str) -> int | None:
+    """ISO 8601 (with or without zone; naive = UTC) or epoch ms -> epoch ms, else None."""
+    if _EPOCH_MS.match(text):
+        return int(text)
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return round(dt.timestamp() * 1000)
+
+
+def compile_validator(prop: PropertyDef, object_name: str) -> Validator:
+    """The value rule of one property, as HubSpot applies it."""
+    name = prop.name
+
+    def fail(code: str, message: str) -> InvalidValue:
+        return InvalidValue(name, code, message)
+
+    if not prop.writable:
+
+        def read_only(value: object, old: str | None) -> str:
+            raise fail(
+                "READ_ONLY_VALUE", f'"{name}" is a read only property; its value cannot be set.'
+            )
+
+        return read_only
+
+    if prop.type == "string":
+        check_email = object_name == "contacts" and name == "email"
+
+        def string(value: object, old: str | None) -> str:
+            text = value if type(value) is str else as_text(value)
+            if len(text) > MAX_STRING_CHARS:
+                raise fail(
+                    "STRING_TOO_LONG",
+                    f"Property {name} has a value of {len(text)} characters, "
+                    f"over the limit of {MAX_STRING_CHARS}",
+                )
+            if check_email and text and not _EMAIL.match(text):
+                raise fail("INVALID_EMAIL", f"Email address {text} is invalid")
+            return text
+
+        return string
+
+    if prop.type == "number":
+
+        def number(value: object, old: str | None) -> str:
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                if isinstance(value, float) and not math.isfinite(value):
+                    raise fail("INVALID_INTEGER", f"{value} was not a valid number.")
+                return as_text(value)
+            text = as_text(value)
+            if text and not _NUMBER.match(text.strip()):
+                raise fail("INVALID_INTEGER", f"{text} was not a valid number.")
+            return text.strip()
+
+        return number
+
+    if prop.type == "bool":
+
+        def boolean(value: object, old: str | None) -> str:
+            text = as_text(value)
+            if text not in ("true", "false", ""):
+                raise fail(
+                    "INVALID_BOOLEAN",
+                    f"{text} was not a valid boolean. Valid values are 'true' and 'false'.",
+                )
+            return text
+
+        return boolean
+
+    if prop.type == "date":
+
+        def date_value(value: object, old: str | None) -> str:
+            text = as_text(value)
+            if not text:
+                return text
+            if _DATE.match(text):
+                try:
+                    date.fromisoformat(text)
+                except ValueError:
+                    raise fail("INVALID_DATE", f"{text} is not a valid date.") from None
+                return text
+            if _EPOCH_MS.match(text):
+                ms = int(text)
+                rest = ms % DAY_MS
+                if rest:
+                    h, m = divmod(rest // 1000, 3600)
+                    clock = f"{h:02d}:{m // 60:02d}:{m % 60:02d}.{rest % 1000:03d}"
+                    raise fail("INVALID_DATE", f"{text} is at {clock} UTC, not midnight!")
+                return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d")
+            raise fail(
+                "INVALID_DATE",
+                f"{text} is not a valid date. Use YYYY-MM-DD or epoch milliseconds "
+                "at midnight UTC.",
+            )
+
+        return date_value
+
+    if prop.type == "datetime":
+
+        def datetime_value(value: object, old: str | None) -> str:
+            text = as_text(value)
+            if not text:
+                return text
+            ms = parse_datetime_ms(text)
+            if ms is None:
+                raise fail(
+                    "INVALID_DATETIME",
+                    f"{text} is not a valid datetime. Use ISO 8601 or epoch milliseconds.",
+                )
+            return iso_from_ms(ms)
+
+        return datetime_value
+
+    if prop.type == "enumeration":
+        allowed = frozenset(v for _, v in prop.options)
+        listing = "[" + ", ".join(v for _, v in prop.options) + "]"
+        external = prop.external_options
+
+        def bad_option(text: str) -> InvalidValue:
+            return fail("INVALID_OPTION", f"{text} was not one of the allowed options: {listing}")
+
+        if prop.is_multi:
+
+            def multi(value: object, old: str | None) -> str:
+                text = as_text(value)
+                if not text:
+                    return text
+                append = text.startswith(";")
+                parts = [p for p in text.split(";") if p]
+                if not external:
+                    for part in parts:
+                        if part not in allowed:
+                            raise bad_option(part)
+                if append and old:
+                    existing = old.split(";")
+                    parts = existing + [p for p in parts if p not in existing]
+                return ";".join(dict.fromkeys(parts))
+
+            return multi
+
+        def single(value: object, old: str | None) -> str:
+            text = as_text(value)
+            if text and not external and text not in allowed:
+                raise bad_option(text)
+            return text
+
+        return single
+
+    def opaque(value: object, old: str | None) -> str:
+        return as_text(value)
+
+    return opaque
