@@ -1,0 +1,490 @@
+"""Pure normalisation: a property schema becomes polars expressions; a frame of raw text
+becomes the values HubSpot accepts plus the rejects, each with a reason a person can act on.
+
+`expressions(schema, mapping, options)` builds a `NormalizePlan` once per run;
+`normalize(frame, plan)` applies it to one batch and returns `(valid, rejects)`:
+
+- `valid`: `source_row` plus one String column per property (internal name); null = omit.
+- `rejects`: `source_row, column, value, code, message`, one record per bad field (and one
+  per failed row rule). With `on_invalid="reject-row"` every row of the input lands in
+  exactly one of the two frames (by `source_row`). With `"drop-field"` the bad fields are
+  reported in `rejects` but the row is still sent without them (unless a row rule fails).
+
+Everything is vectorised: each value is parsed once per candidate format with
+`strict=False`, and formats are combined with `coalesce`/`when`; no per-row Python.
+DST: a naive datetime that falls in a spring-forward gap is rejected (INVALID_DATETIME);
+one that is ambiguous (autumn) is read as the earlier instant (summer time).
+"""
+
+from __future__ import annotations
+
+import zoneinfo
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal, get_args
+
+import polars as pl
+
+from engine.errors import ConfigError
+from engine.mapping import CheckboxMode, DateOrder, EmptyMode, ResolvedMapping, Target
+from engine.schema import Property, Schema
+
+DatesMode = Literal["iso", "epoch-ms"]
+OnInvalid = Literal["reject-row", "drop-field"]
+
+MAX_STRING_CHARS = 65_536
+SOURCE_ROW = "source_row"
+REJECT_COLUMNS = (SOURCE_ROW, "column", "value", "code", "message")
+REJECT_SCHEMA = pl.Schema({
+    SOURCE_ROW: pl.Int64(), "column": pl.String(), "value": pl.String(),
+    "code": pl.String(), "message": pl.String(),
+})
+# Object rules: creating a record of these types needs at least one of these properties.
+REQUIRED_ANY: dict[str, tuple[str, ...]] = {"contacts": ("email", "firstname", "lastname")}
+
+_TRUE = ("true", "yes", "y", "1", "on", "checked", "t")
+_FALSE = ("false", "no", "n", "0", "off", "unchecked", "f")
+_BOOL_MAP = {**dict.fromkeys(_TRUE, "true"), **dict.fromkeys(_FALSE, "false")}
+_EPOCH_MS_FROM = 100_000_000_000  # |n| >= 1e11 is read as milliseconds, below as seconds
+_MS_PER_DAY = 86_400_000
+_AWARE_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f%#z", "%Y-%m-%d %H:%M:%S%.f%#z")
+_NAIVE_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M",
+                  "%Y-%m-%d %H:%M")
+_SLASH_SEPARATORS = ("/", ".", "-")
+_DATE_HINT = ("use YYYY-MM-DD, DD/MM/YYYY or MM/DD/YYYY (see --date-order), 5 Mar 2024, "
+              "an ISO datetime at midnight UTC, or epoch milliseconds at midnight UTC")
+_DATETIME_HINT = ("use ISO 8601 (2024-03-05T14:30:00Z, with an offset, or naive in "
+                  "--timezone), a date, or epoch seconds/milliseconds")
+
+
+@dataclass(frozen=True, slots=True)
+class NormalizeOptions:
+    """Run-wide value rules (CLI: --date-order, --timezone, --dates, --empty, --on-invalid,
+    --checkbox, --separators, --thousands, --decimal)."""
+
+    date_order: DateOrder | None = None
+    timezone: str = "UTC"
+    dates: DatesMode = "iso"
+    empty: EmptyMode = "skip"
+    on_invalid: OnInvalid = "reject-row"
+    checkbox: CheckboxMode = "replace"
+    separators: str = ";,|"
+    thousands: str = ","
+    decimal: str = "."
+    max_chars: int = MAX_STRING_CHARS
+    object_rules: bool = True
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("date_order", (None, *get_args(DateOrder))),
+                              ("dates", get_args(DatesMode)), ("empty", get_args(EmptyMode)),
+                              ("on_invalid", get_args(OnInvalid)),
+                              ("checkbox", get_args(CheckboxMode))):
+            if getattr(self, name) not in allowed:
+                choices = ", ".join(str(a) for a in allowed if a is not None)
+                raise ConfigError(f"{name.replace('_', '-')} must be one of {choices}, "
+                                  f"not {getattr(self, name)!r}")
+        try:
+            zoneinfo.ZoneInfo(self.timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ConfigError(f"--timezone {self.timezone!r} is not an IANA time zone "
+                              "such as UTC or Europe/Paris") from None
+        if not self.separators:
+            raise ConfigError("--separators must name at least one character")
+        if self.thousands == self.decimal or len(self.decimal) != 1 or len(self.thousands) > 1:
+            raise ConfigError("--thousands and --decimal must be different single characters "
+                              "(thousands may be empty)")
+
+
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    """The expressions of one target. Work columns: t (trimmed raw, null when empty),
+    parse intermediates, o (output, null when empty or invalid), b (bad)."""
+
+    target: Target
+    prop: Property
+    index: int
+    raw: pl.Expr
+    trim: pl.Expr
+    parse: tuple[pl.Expr, ...]
+    out: pl.Expr
+    bad: pl.Expr
+    code: pl.Expr
+    message: pl.Expr
+    empty: EmptyMode
+
+    @property
+    def t(self) -> str:
+        return f"__t{self.index}"
+
+    @property
+    def o(self) -> str:
+        return f"__o{self.index}"
+
+    @property
+    def b(self) -> str:
+        return f"__b{self.index}"
+
+
+@dataclass(frozen=True, slots=True)
+class NormalizePlan:
+    """Everything `normalize` needs, built once per run by `expressions`."""
+
+    rules: tuple[_Rule, ...]
+    options: NormalizeOptions
+    required_any: tuple[str, ...] = ()
+    source_columns: tuple[str, ...] = field(default=())
+
+    @property
+    def properties(self) -> tuple[str, ...]:
+        return tuple(r.prop.name for r in self.rules)
+
+
+def _quoted_list(values: Sequence[str], limit: int = 25) -> str:
+    shown = ", ".join(values[:limit])
+    more = len(values) - limit
+    return shown + (f" … and {more} more" if more > 0 else "")
+
+
+def _value_msg(prefix: str, t: pl.Expr, suffix: str) -> pl.Expr:
+    return pl.concat_str(pl.lit(prefix), t, pl.lit(suffix))
+
+
+# --- dates -----------------------------------------------------------------------------
+
+
+def _slashed(t: pl.Expr, order: str) -> pl.Expr:
+    """Year-last dates with / . or - under one order (DMY or MDY)."""
+    day_month = "%d{0}%m{0}%Y" if order == "DMY" else "%m{0}%d{0}%Y"
+    return pl.coalesce([t.str.strptime(pl.Date, day_month.format(sep), strict=False)
+                        for sep in _SLASH_SEPARATORS])
+
+
+def _calendar_dates(t: pl.Expr, order: DateOrder | None) -> tuple[pl.Expr, pl.Expr]:
+    """(date, ambiguous flag) from the plain calendar-date formats."""
+    plain = [t.str.strptime(pl.Date, "%Y-%m-%d", strict=False),
+             t.str.strptime(pl.Date, "%Y/%m/%d", strict=False),
+             t.str.strptime(pl.Date, "%d %B %Y", strict=False),
+             t.str.strptime(pl.Date, "%B %d, %Y", strict=False),
+             t.str.strptime(pl.Date, "%d-%b-%Y", strict=False)]
+    if order in ("DMY", "MDY"):
+        return pl.coalesce([*plain, _slashed(t, order)]), pl.lit(False)
+    dmy, mdy = _slashed(t, "DMY"), _slashed(t, "MDY")
+    ambiguous = dmy.is_not_null() & mdy.is_not_null() & (dmy != mdy)
+    single = pl.when(~ambiguous).then(pl.coalesce(dmy, mdy))
+    return pl.coalesce([*plain, single]), ambiguous
+
+
+def _epoch_ms(t: pl.Expr) -> pl.Expr:
+    """Digits as epoch ms (|n| >= 1e11) or seconds; null otherwise."""
+    n = pl.when(t.str.contains(r"^-?\d{1,16}$")).then(t).cast(pl.Int64, strict=False)
+    return pl.when(n.abs() >= _EPOCH_MS_FROM).then(n).otherwise(n * 1000)
+
+
+def _aware(t: pl.Expr) -> pl.Expr:
+    return pl.coalesce([t.str.to_datetime(f, time_unit="ms", time_zone="UTC", strict=False)
+                        for f in _AWARE_FORMATS])
+
+
+def _naive(t: pl.Expr) -> pl.Expr:
+    return pl.coalesce([t.str.to_datetime(f, time_unit="ms", strict=False)
+                        for f in _NAIVE_FORMATS])
+
+
+def _date_rule(t: pl.Expr, i: int, prop: Property, order: DateOrder | None,
+               dates: DatesMode) -> tuple[tuple[pl.Expr, ...], pl.Expr, pl.Expr, pl.Expr]:
+    cal, amb = _calendar_dates(t, order)
+    # ISO datetimes (aware, or naive read as UTC) and epoch values: as UTC epoch ms.
+    instant_ms = pl.coalesce(_aware(t).dt.epoch("ms"), _naive(t).dt.epoch("ms"), _epoch_ms(t))
+    parse = (cal.alias(f"__d{i}"), instant_ms.alias(f"__m{i}"), amb.alias(f"__a{i}"))
+    d, ms, ambiguous = pl.col(f"__d{i}"), pl.col(f"__m{i}"), pl.col(f"__a{i}")
+    midnight = pl.when(ms % _MS_PER_DAY == 0).then(ms // _MS_PER_DAY).cast(pl.Int32)
+    days = pl.coalesce(d.cast(pl.Int32), midnight)
+    out = (days.cast(pl.Date).cast(pl.String) if dates == "iso"
+           else (days.cast(pl.Int64) * _MS_PER_DAY).cast(pl.String))
+    code = (pl.when(ambiguous).then(pl.lit("AMBIGUOUS_DATE")).otherwise(pl.lit("INVALID_DATE")))
+    at = ms.cast(pl.Datetime("ms", "UTC")).dt.strftime("%H:%M:%S%.3f")
+    message = (
+        pl.when(ambiguous)
+        .then(pl.concat_str(
+            pl.lit("'"), t, pl.lit(f"' for {prop.name} could be "),
+            _slashed(t, "DMY").cast(pl.String), pl.lit(" (DMY) or "),
+            _slashed(t, "MDY").cast(pl.String),
+            pl.lit(" (MDY): pass --date-order DMY or MDY")))
+        .when(ms.is_not_null())
+        .then(pl.concat_str(pl.lit("'"), t, pl.lit(f"' for date property {prop.name} is at "),
+                            at, pl.lit(" UTC, not midnight: give a calendar date")))
+        .otherwise(_value_msg("'", t, f"' is not a valid date for {prop.name}: {_DATE_HINT}"))
+    )
+    return parse, out, code, message
+
+
+def _datetime_rule(t: pl.Expr, i: int, prop: Property, order: DateOrder | None, tz: str,
+                   dates: DatesMode) -> tuple[tuple[pl.Expr, ...], pl.Expr, pl.Expr, pl.Expr]:
+    cal, amb = _calendar_dates(t, order)
+    naive = pl.coalesce(_naive(t), cal.cast(pl.Datetime("ms")))
+    local = naive.dt.replace_time_zone(tz, ambiguous="earliest", non_existent="null")
+    instant_ms = pl.coalesce(_aware(t).dt.epoch("ms"), local.dt.epoch("ms"), _epoch_ms(t))
+    parse = (instant_ms.alias(f"__m{i}"), naive.alias(f"__n{i}"), amb.alias(f"__a{i}"))
+    ms, naive_col, ambiguous = pl.col(f"__m{i}"), pl.col(f"__n{i}"), pl.col(f"__a{i}")
+    out = (ms.cast(pl.Datetime("ms", "UTC")).dt.strftime("%Y-%m-%dT%H:%M:%S%.3fZ")
+           if dates == "iso" else ms.cast(pl.String))
+    code = (pl.when(ambiguous).then(pl.lit("AMBIGUOUS_DATE"))
+            .otherwise(pl.lit("INVALID_DATETIME")))
+    message = (
+        pl.when(ambiguous)
+        .then(_value_msg("'", t, f"' for {prop.name} is ambiguous (day/month): "
+                                 "pass --date-order DMY or MDY"))
+        .when(naive_col.is_not_null())
+        .then(_value_msg("'", t, f"' does not exist in {tz} (clocks move forward then): "
+                                 "fix the time or give a UTC offset"))
+        .otherwise(_value_msg("'", t, f"' is not a valid datetime for {prop.name}: "
+                                      f"{_DATETIME_HINT}"))
+    )
+    return parse, out, code, message
+
+
+# --- other types -----------------------------------------------------------------------
+
+
+def _number(t: pl.Expr, thousands: str, decimal: str) -> pl.Expr:
+    cleaned = t.str.replace_all(r"\s", "")
+    if thousands:
+        cleaned = cleaned.str.replace_all(thousands, "", literal=True)
+    if decimal != ".":
+        cleaned = cleaned.str.replace_all(decimal, ".", literal=True)
+    well_formed = cleaned.str.contains(r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$")
+    cleaned = pl.when(well_formed).then(cleaned)
+    exact = (cleaned.cast(pl.Decimal(38, 18), strict=False).cast(pl.String)
+             .str.replace(r"\.?0+$", ""))
+    as_float = cleaned.cast(pl.Float64, strict=False)
+    wide = pl.when(as_float.is_finite()).then(as_float.cast(pl.String))
+    text = pl.coalesce(exact, wide)
+    return pl.when(text == "-0").then(pl.lit("0")).otherwise(text)
+
+
+def _option_maps(prop: Property) -> tuple[dict[str, str], dict[str, str]]:
+    values = {o.value: o.value for o in prop.options}
+    labels: dict[str, str] = {}
+    for o in prop.options:
+        labels.setdefault(o.label.strip().lower(), o.value)
+    for o in prop.options:
+        labels.setdefault(o.value.lower(), o.value)
+    return values, labels
+
+
+def _to_option(e: pl.Expr, prop: Property) -> pl.Expr:
+    values, labels = _option_maps(prop)
+    if not values:
+        return pl.lit(None, dtype=pl.String)
+    return pl.coalesce(
+        e.replace_strict(values, default=None, return_dtype=pl.String),
+        e.str.to_lowercase().replace_strict(labels, default=None, return_dtype=pl.String))
+
+
+def _options_hint(prop: Property) -> str:
+    values = [o.value for o in prop.options if not o.hidden]
+    if not values:
+        return f"{prop.name} has no options defined"
+    return f"valid values of {prop.name}: {_quoted_list(values)} (or their labels)"
+
+
+def _split_regex(separators: str) -> str:
+    escaped = "".join("\\" + c if c in "\\^]-[" else c for c in separators)
+    return f"[{escaped}]"
+
+
+def _build_rule(i: int, target: Target, prop: Property, options: NormalizeOptions) -> _Rule:
+    raw = (pl.col(target.column) if target.column is not None
+           else pl.lit(target.constant, dtype=pl.String))
+    col_opts = target.options
+    order = col_opts.date_order or options.date_order
+    empty = col_opts.empty or options.empty
+    t_name = f"__t{i}"
+    is_string = prop.type == "string"
+    stripped = raw if is_string else raw.str.strip_chars()
+    t_expr = pl.when(stripped != "").then(stripped)
+    t = pl.col(t_name)
+    parse: tuple[pl.Expr, ...] = ()
+    bad: pl.Expr | None = None
+    if prop.type == "date":
+        parse, out, code, message = _date_rule(t, i, prop, order, options.dates)
+    elif prop.type == "datetime":
+        parse, out, code, message = _datetime_rule(t, i, prop, order, options.timezone,
+                                                   options.dates)
+    elif prop.type == "bool" or (prop.type == "enumeration"
+                                 and prop.field_type == "booleancheckbox" and not prop.options):
+        out = t.str.to_lowercase().replace_strict(_BOOL_MAP, default=None,
+                                                  return_dtype=pl.String)
+        code = pl.lit("INVALID_BOOL")
+        message = _value_msg("'", t, f"' is not a yes/no value for {prop.name}: use true/false, "
+                                     "yes/no, y/n, 1/0, on/off or checked/unchecked")
+    elif prop.type == "number":
+        out = _number(t, options.thousands, options.decimal)
+        code = pl.lit("INVALID_NUMBER")
+        thousands = f"'{options.thousands}'" if options.thousands else "none"
+        message = _value_msg("'", t, f"' is not a number for {prop.name}: use digits with "
+                                     f"'{options.decimal}' as the decimal point (thousands "
+                                     f"separator {thousands}), e.g. 1234.5 or 1.5e3")
+    elif prop.is_multi:
+        separators = col_opts.separators or options.separators
+        parts = (t.str.replace_all(_split_regex(separators), "\x1f")
+                 .str.split("\x1f")
+                 .list.eval(pl.element().str.strip_chars())
+                 .list.eval(pl.element().filter(pl.element() != "")))
+        parse = (parts.alias(f"__l{i}"),)
+        items = pl.col(f"__l{i}")
+        mapped = (items if prop.external_options
+                  else items.list.eval(_to_option(pl.element(), prop)))
+        complete = mapped.list.drop_nulls().list.len() == items.list.len()
+        joined = mapped.list.unique(maintain_order=True).list.join(";")
+        prefix = ";" if (col_opts.checkbox or options.checkbox) == "append" else ""
+        out = pl.when(complete & (items.list.len() > 0)).then(pl.lit(prefix) + joined)
+        bad = t.is_not_null() & ~complete
+        code = pl.lit("INVALID_OPTION")
+        unknown = items.list.eval(
+            pl.element().filter(_to_option(pl.element(), prop).is_null())).list.join("', '")
+        message = pl.concat_str(pl.lit("'"), unknown,
+                                pl.lit(f"' not an option of {prop.name}; {_options_hint(prop)}"))
+    elif prop.type == "enumeration":
+        out = t if prop.external_options else _to_option(t, prop)
+        code = pl.lit("INVALID_OPTION")
+        message = _value_msg("'", t, f"' is not an option of {prop.name}; "
+                                     f"{_options_hint(prop)}")
+    else:  # string and anything else writable: as is, length-checked
+        limit = options.max_chars
+        out = pl.when(t.str.len_chars() <= limit).then(t)
+        code = pl.lit("VALUE_TOO_LONG")
+        message = pl.concat_str(pl.lit(f"value of {prop.name} has "),
+                                t.str.len_chars().cast(pl.String),
+                                pl.lit(f" characters; HubSpot takes at most {limit}"))
+    if bad is None:
+        bad = t.is_not_null() & pl.col(f"__o{i}").is_null()
+    else:
+        bad = bad.alias(f"__b{i}")
+    return _Rule(target, prop, i, raw, t_expr.alias(t_name), parse, out, bad, code,
+                 message, empty)
+
+
+def expressions(schema: Schema, mapping: ResolvedMapping,
+                options: NormalizeOptions | None = None) -> NormalizePlan:
+    """Build the normalisation plan for one object from its schema and the mapping.
+
+    Raises `ConfigError` for a target that is not a writable property, for an invalid
+    constant, and (with object rules on) when contacts map none of email/firstname/lastname.
+    """
+    options = options or NormalizeOptions()
+    rules: list[_Rule] = []
+    for i, target in enumerate(mapping.targets):
+        prop = schema.get(target.property)
+        if prop is None or not prop.is_writable:
+            raise ConfigError(f"property {target.property!r} of {schema.object_type} is not "
+                              "a writable property")
+        rules.append(_build_rule(i, target, prop, options))
+    required: tuple[str, ...] = ()
+    if options.object_rules and schema.object_type.name in REQUIRED_ANY:
+        required = REQUIRED_ANY[schema.object_type.name]
+        if not any(r.prop.name in required for r in rules):
+            raise ConfigError(f"{schema.object_type} need at least one of "
+                              f"{', '.join(required)}: map a column to one of them")
+    plan = NormalizePlan(tuple(rules), options, required,
+                         tuple(dict.fromkeys(t.column for t in mapping.targets
+                                             if t.column is not None)))
+    _check_constants(plan)
+    return plan
+
+
+def _check_constants(plan: NormalizePlan) -> None:
+    const_rules = [r for r in plan.rules if r.target.constant is not None]
+    if not const_rules:
+        return
+    probe = pl.DataFrame({c: [None] for c in plan.source_columns},
+                         schema=dict.fromkeys(plan.source_columns, pl.String))
+    probe = probe.with_columns(pl.lit(1, dtype=pl.Int64).alias(SOURCE_ROW))
+    work = _evaluate(probe, plan)
+    problems = [f"constant {r.target.constant!r} for {r.prop.name}: {message}"
+                for r in const_rules if work[r.b][0]
+                for message in work.select(r.message).to_series().to_list()]
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+def _evaluate(frame: pl.DataFrame, plan: NormalizePlan) -> pl.DataFrame:
+    rules = plan.rules
+    work = frame.with_columns(r.trim for r in rules)
+    work = work.with_columns(e for r in rules for e in r.parse)
+    work = work.with_columns(r.out.alias(r.o) for r in rules)
+    return work.with_columns(r.bad.alias(r.b) for r in rules)
+
+
+def _final(rule: _Rule) -> pl.Expr:
+    if rule.empty == "clear":
+        return (pl.when(pl.col(rule.t).is_null()).then(pl.lit(""))
+                .otherwise(pl.col(rule.o)).alias(rule.prop.name))
+    return pl.col(rule.o).alias(rule.prop.name)
+
+
+def empty_rejects() -> pl.DataFrame:
+    return pl.DataFrame(schema=REJECT_SCHEMA)
+
+
+def normalize(frame: pl.DataFrame, plan: NormalizePlan) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Apply `plan` to one batch of raw text: `(valid, rejects)` (see the module docstring).
+
+    `frame` must hold `source_row` and every mapped source column (String).
+    """
+    rules = plan.rules
+    if SOURCE_ROW not in frame.columns:
+        raise ValueError(f"normalize needs a {SOURCE_ROW!r} column")
+    frame = frame.with_columns(pl.col(SOURCE_ROW).cast(pl.Int64))
+    work = _evaluate(frame, plan)
+    any_bad = pl.any_horizontal([pl.col(r.b) for r in rules]) if rules else pl.lit(False)
+    values = work.select(pl.col(SOURCE_ROW), *(_final(r) for r in rules), any_bad.alias("__bad"))
+    sent = [pl.col(r.prop.name) for r in rules]
+    no_values = ~pl.any_horizontal([c.is_not_null() for c in sent]) if sent else pl.lit(True)
+    required = [pl.col(r.prop.name) for r in rules if r.prop.name in plan.required_any]
+    missing = (~pl.any_horizontal([c.is_not_null() & (c != "") for c in required])
+               if required else pl.lit(False))
+    values = values.with_columns(missing.alias("__missing"), no_values.alias("__none"))
+    rejected = pl.col("__missing") | pl.col("__none")
+    if plan.options.on_invalid == "reject-row":
+        rejected = rejected | pl.col("__bad")
+    values = values.with_columns(rejected.alias("__rej"))
+    helpers = ["__bad", "__missing", "__none", "__rej"]
+    if not (values["__bad"].any() or values["__rej"].any()):
+        return values.drop(helpers), empty_rejects()
+    valid = values.filter(~pl.col("__rej")).drop(helpers)
+    involved = work.hstack(values.select(helpers).get_columns()).filter(
+        pl.col("__bad") | pl.col("__rej"))
+    suffix = "" if plan.options.on_invalid == "reject-row" else " (field not sent)"
+    parts = [
+        involved.filter(pl.col(r.b)).select(
+            pl.col(SOURCE_ROW),
+            pl.lit(r.target.source_label, dtype=pl.String).alias("column"),
+            r.raw.cast(pl.String).alias("value"),
+            r.code.alias("code"),
+            pl.concat_str(r.message, pl.lit(suffix)).alias("message"),
+        )
+        for r in rules
+    ]
+    needed = ", ".join(plan.required_any)
+    sources = ", ".join(r.target.source_label for r in rules if r.prop.name in plan.required_any)
+    parts.append(involved.filter(pl.col("__missing") & ~pl.col("__none")).select(
+        pl.col(SOURCE_ROW), pl.lit(sources, dtype=pl.String).alias("column"),
+        pl.lit(None, dtype=pl.String).alias("value"), pl.lit("MISSING_REQUIRED").alias("code"),
+        pl.lit(f"{needed}: at least one must have a valid value "
+               f"(mapped from {sources})").alias("message")))
+    parts.append(involved.filter(pl.col("__none") & ~pl.col("__bad")).select(
+        pl.col(SOURCE_ROW), pl.lit(None, dtype=pl.String).alias("column"),
+        pl.lit(None, dtype=pl.String).alias("value"), pl.lit("NO_VALUES").alias("code"),
+        pl.lit("no mapped column has a value in this row: nothing to send").alias("message")))
+    rejects = pl.concat([p.cast(REJECT_SCHEMA) for p in parts]).sort(SOURCE_ROW,
+                                                                     maintain_order=True)
+    return valid, rejects
+
+
+def rejected_rows(rejects: pl.DataFrame, valid: pl.DataFrame) -> int:
+    """How many distinct rows were not sent (in `rejects` and not in `valid`)."""
+    rows = rejects.get_column(SOURCE_ROW).unique()
+    if valid.height == 0:
+        return rows.len()
+    return rows.filter(~rows.is_in(valid.get_column(SOURCE_ROW).implode())).len()
