@@ -140,6 +140,10 @@ def batch_create(store: ObjectStore, body: object) -> Answer:
     started = now_ms()
     inputs = inputs_of(body, MAX_BATCH_INPUTS)
     traced = is_traced(inputs)
+    if store.portal.lean and not any(
+        isinstance(i, dict) and i.get("associations") for i in inputs
+    ):
+        return _batch_create_lean(store, inputs, traced, started)
     pending: dict[tuple[str, str], int] = {}
     plans: list[tuple[dict[str, str], str | None, list[tuple[str, int, int]]]] = []
     errors: list[Any] = []
@@ -164,6 +168,65 @@ def batch_create(store: ObjectStore, body: object) -> Answer:
         if links:
             _link(store, rec, links)
         out = store.to_json(rec, all_props=True)
+        if trace_id is not None:
+            out["objectWriteTraceId"] = trace_id
+        results.append(out)
+    return batch_answer(results, errors, 201, started)
+
+
+def _batch_create_lean(store: ObjectStore, inputs: list[Any], traced: bool,
+                       started: int) -> Answer:
+    """Lean mode's hot path: JSON shape and unique keys only, a small answer per record."""
+    uniques = list(store.unique.items())
+    pending: dict[tuple[str, str], int] = {}
+    plans: list[tuple[dict[str, str], str | None]] = []
+    errors: list[Any] = []
+    for item in inputs:
+        trace_id = item.get("objectWriteTraceId") if traced else None
+        try:
+            props = item.get("properties") if isinstance(item, dict) else None
+            if not isinstance(props, dict):
+                raise _not_object("Invalid input JSON: properties must be an object")
+            keys: dict[str, str] = {}
+            for name, index in uniques:
+                value = props.get(name)
+                if value:
+                    text = value if isinstance(value, str) else str(value)
+                    key = text.lower()
+                    holder = index.get(key)
+                    if holder is not None:
+                        raise InvalidInput(Problem(
+                            409, "CONFLICT",
+                            f"{store.otype.label} already exists. Existing ID: {holder}",
+                            existing_id=str(holder),
+                        ))
+                    if (name, key) in pending:
+                        raise InvalidInput(Problem(
+                            409, "CONFLICT",
+                            f"Duplicate value {text!r} for unique property {name} "
+                            "within the batch input",
+                        ))
+                    pending[(name, key)] = -1
+                    keys[name] = text
+            plans.append((keys, trace_id))
+        except InvalidInput as exc:
+            if not traced:
+                raise exc.problem.to_api_error() from None
+            errors.append(problem_item(exc.problem, trace_id))
+    ms = now_ms()
+    iso = iso_from_ms(ms)
+    modified = store.otype.modified_property
+    results = []
+    for keys, trace_id in plans:
+        rec = store.insert(keys, ms)
+        rid = str(rec.id)
+        out: dict[str, Any] = {
+            "id": rid,
+            "properties": {"hs_object_id": rid, **keys, "createdate": iso, modified: iso},
+            "createdAt": iso,
+            "updatedAt": iso,
+            "archived": False,
+        }
         if trace_id is not None:
             out["objectWriteTraceId"] = trace_id
         results.append(out)

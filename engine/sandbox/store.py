@@ -8,14 +8,20 @@ from __future__ import annotations
 
 import time
 from bisect import bisect_right
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from engine.sandbox.associations import AssociationStore
 from engine.sandbox.errors import ApiError, bad_request, conflict, not_found, validation_error
 from engine.sandbox.schemas import ObjectType, PropertyDef, default_object_types
-from engine.sandbox.validate import InvalidValue, Validator, compile_validator, iso_from_ms
+from engine.sandbox.validate import (
+    MAX_STRING_CHARS,
+    InvalidValue,
+    Validator,
+    compile_validator,
+    iso_from_ms,
+)
 
 DEFAULT_PROPERTIES: dict[str, tuple[str, ...]] = {
     "0-1": ("createdate", "email", "firstname", "hs_object_id", "lastmodifieddate", "lastname"),
@@ -25,6 +31,8 @@ DEFAULT_PROPERTIES: dict[str, tuple[str, ...]] = {
     "0-5": ("content", "createdate", "hs_lastmodifieddate", "hs_object_id", "hs_pipeline",
             "hs_pipeline_stage", "hs_ticket_category", "hs_ticket_priority", "subject"),
 }
+_STR_ONLY = frozenset({str})
+_CHECKED_STRINGS = frozenset({"email"})  # strings with a format rule (contacts' email)
 SYSTEM_DEFAULT = ("createdate", "hs_lastmodifieddate", "hs_object_id")
 
 
@@ -75,6 +83,7 @@ class ObjectStore:
         self.order: list[int] = []  # ascending ids, archived ones included
         self.unique: dict[str, dict[str, int]] = {}
         self.validators: dict[str, Validator] = {}
+        self.plain_text: frozenset[str] = frozenset()
         self.defaults: tuple[str, ...] = ()
         self.refresh_schema()
 
@@ -88,6 +97,10 @@ class ObjectStore:
             name: compile_validator(prop, self.otype.name)
             for name, prop in self.otype.properties.items()
         }
+        self.plain_text = frozenset(
+            name for name, prop in self.otype.properties.items()
+            if prop.type == "string" and prop.writable and name not in _CHECKED_STRINGS
+        )
         for name in self.otype.unique_properties:
             if name not in self.unique:
                 index: dict[str, int] = {}
@@ -152,10 +165,19 @@ class ObjectStore:
         if self.portal.lean:
             return self._prepare_lean(raw)
         validators = self.validators
-        changes: dict[str, str] = {}
+        changes: dict[str, str] = dict(raw)
         problems: list[InvalidValue] | None = None
         old_props = old.props if old is not None else None
-        for name, value in raw.items():
+        values = raw.values()
+        # Fast path: plain text properties given short strings need no per-value call.
+        if set(map(type, values)) <= _STR_ONLY and max(map(len, values), default=0) <= (
+            MAX_STRING_CHARS
+        ):
+            names: Iterable[str] = raw.keys() - self.plain_text
+        else:
+            names = list(raw)
+        for name in names:
+            value = raw[name]
             check = validators.get(name)
             try:
                 if check is None:
@@ -171,6 +193,7 @@ class ObjectStore:
         return changes
 
     def _prepare_lean(self, raw: dict[str, Any]) -> dict[str, str]:
+        """Lean mode: no value rules, keep the unique keys only."""
         changes: dict[str, str] = {}
         for name in self.unique:
             value = raw.get(name)
@@ -180,12 +203,16 @@ class ObjectStore:
 
     def check_required(self, changes: dict[str, str]) -> None:
         required = self.otype.required_any
-        if required and not self.portal.lean and not any(changes.get(p) for p in required):
-            raise InvalidInput(Problem(
-                400, "VALIDATION_ERROR",
-                f"Error creating {self.otype.singular.upper()}. Some required properties "
-                f"were not set. One of: {', '.join(required)} is required.",
-            ))
+        if not required or self.portal.lean:
+            return
+        for name in required:
+            if changes.get(name):
+                return
+        raise InvalidInput(Problem(
+            400, "VALIDATION_ERROR",
+            f"Error creating {self.otype.singular.upper()}. Some required properties "
+            f"were not set. One of: {', '.join(required)} is required.",
+        ))
 
     def check_unique(self, changes: dict[str, str], own_id: int | None,
                      pending: dict[tuple[str, str], int] | None = None) -> None:
