@@ -179,7 +179,7 @@ def _batch_create_lean(store: ObjectStore, inputs: list[Any], traced: bool,
     """Lean mode's hot path: JSON shape and unique keys only, a small answer per record."""
     uniques = list(store.unique.items())
     pending: dict[tuple[str, str], int] = {}
-    plans: list[tuple[dict[str, str], str | None]] = []
+    plans: list[tuple[dict[str, str], list[tuple[dict[str, int], str]], str | None]] = []
     errors: list[Any] = []
     for item in inputs:
         trace_id = item.get("objectWriteTraceId") if traced else None
@@ -188,6 +188,7 @@ def _batch_create_lean(store: ObjectStore, inputs: list[Any], traced: bool,
             if not isinstance(props, dict):
                 raise _not_object("Invalid input JSON: properties must be an object")
             keys: dict[str, str] = {}
+            indexed: list[tuple[dict[str, int], str]] = []
             for name, index in uniques:
                 value = props.get(name)
                 if value:
@@ -208,7 +209,8 @@ def _batch_create_lean(store: ObjectStore, inputs: list[Any], traced: bool,
                         ))
                     pending[(name, key)] = -1
                     keys[name] = text
-            plans.append((keys, trace_id))
+                    indexed.append((index, key))
+            plans.append((keys, indexed, trace_id))
         except InvalidInput as exc:
             if not traced:
                 raise exc.problem.to_api_error() from None
@@ -217,9 +219,14 @@ def _batch_create_lean(store: ObjectStore, inputs: list[Any], traced: bool,
     iso = iso_from_ms(ms)
     modified = store.otype.modified_property
     results = []
-    for keys, trace_id in plans:
-        rec = store.insert(keys, ms)
-        rid = str(rec.id)
+    records, order, portal = store.records, store.order, store.portal
+    for keys, indexed, trace_id in plans:
+        num = portal.next_id()
+        records[num] = Record(num, keys, ms)
+        order.append(num)
+        for index, key in indexed:
+            index[key] = num
+        rid = str(num)
         out: dict[str, Any] = {
             "id": rid,
             "properties": {"hs_object_id": rid, **keys, "createdate": iso, modified: iso},
