@@ -18,8 +18,9 @@ one that is ambiguous (autumn) is read as the earlier instant (summer time).
 
 from __future__ import annotations
 
+import re
 import zoneinfo
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
@@ -104,8 +105,7 @@ class _Rule:
     prop: Property
     index: int
     raw: pl.Expr
-    trim: pl.Expr
-    parse: tuple[pl.Expr, ...]
+    steps: tuple[pl.Expr, ...]
     out: pl.Expr
     bad: pl.Expr
     code: pl.Expr
@@ -114,7 +114,7 @@ class _Rule:
 
     @property
     def t(self) -> str:
-        return f"__t{self.index}"
+        return f"__t{self.index}"  # the first step
 
     @property
     def o(self) -> str:
@@ -152,114 +152,180 @@ def _value_msg(prefix: str, t: pl.Expr, suffix: str) -> pl.Expr:
 # --- dates -----------------------------------------------------------------------------
 
 
-def _slashed(t: pl.Expr, order: str) -> pl.Expr:
+class _Steps:
+    """Work columns of one rule, computed in order (each may use the earlier ones).
+
+    A cascade tries formats one after another, each only on the values still unparsed, so a
+    column of mostly ISO dates pays for one parse, not for every format we accept.
+    """
+
+    def __init__(self, i: int) -> None:
+        self.i = i
+        self.steps: list[pl.Expr] = []
+
+    def add(self, name: str, expr: pl.Expr) -> pl.Expr:
+        column = f"__{name}{self.i}"
+        self.steps.append(expr.alias(column))
+        return pl.col(column)
+
+    def cascade(self, name: str, t: pl.Expr,
+                parsers: Sequence[Callable[[pl.Expr], pl.Expr]]) -> pl.Expr:
+        acc = self.add(f"{name}0_", parsers[0](t))
+        for k, parse in enumerate(parsers[1:], 1):
+            acc = self.add(f"{name}{k}_",
+                           pl.coalesce(acc, parse(pl.when(acc.is_null()).then(t))))
+        return acc
+
+
+def _strptime(fmt: str, dtype: pl.DataType) -> Callable[[pl.Expr], pl.Expr]:
+    if isinstance(dtype, pl.Date):
+        return lambda e: e.str.strptime(pl.Date, fmt, strict=False)
+    zone = "UTC" if "%#z" in fmt else None
+    return lambda e: e.str.to_datetime(fmt, time_unit="ms", time_zone=zone, strict=False)
+
+
+def _slashed_formats(order: str) -> list[Callable[[pl.Expr], pl.Expr]]:
     """Year-last dates with / . or - under one order (DMY or MDY)."""
     day_month = "%d{0}%m{0}%Y" if order == "DMY" else "%m{0}%d{0}%Y"
-    return pl.coalesce([t.str.strptime(pl.Date, day_month.format(sep), strict=False)
-                        for sep in _SLASH_SEPARATORS])
+    return [_strptime(day_month.format(sep), pl.Date()) for sep in _SLASH_SEPARATORS]
 
 
-def _calendar_dates(t: pl.Expr, order: DateOrder | None) -> tuple[pl.Expr, pl.Expr]:
-    """(date, ambiguous flag) from the plain calendar-date formats."""
-    plain = [t.str.strptime(pl.Date, "%Y-%m-%d", strict=False),
-             t.str.strptime(pl.Date, "%Y/%m/%d", strict=False),
-             t.str.strptime(pl.Date, "%d %B %Y", strict=False),
-             t.str.strptime(pl.Date, "%B %d, %Y", strict=False),
-             t.str.strptime(pl.Date, "%d-%b-%Y", strict=False)]
+_PLAIN_DATES = ("%Y-%m-%d", "%d %B %Y", "%Y/%m/%d", "%B %d, %Y", "%d-%b-%Y")
+
+
+def _calendar(steps: _Steps, t: pl.Expr, order: DateOrder | None) -> tuple[pl.Expr, pl.Expr]:
+    """(date, ambiguous flag) from the calendar-date formats."""
+    first = [lambda e: pl.when(e.str.len_bytes() == 10).then(e).str.strptime(
+        pl.Date, _PLAIN_DATES[0], strict=False)]
+    rest = [_strptime(f, pl.Date()) for f in _PLAIN_DATES[1:]]
     if order in ("DMY", "MDY"):
-        return pl.coalesce([*plain, _slashed(t, order)]), pl.lit(False)
-    dmy, mdy = _slashed(t, "DMY"), _slashed(t, "MDY")
-    ambiguous = dmy.is_not_null() & mdy.is_not_null() & (dmy != mdy)
-    single = pl.when(~ambiguous).then(pl.coalesce(dmy, mdy))
-    return pl.coalesce([*plain, single]), ambiguous
+        return steps.cascade("c", t, [*first, *_slashed_formats(order), *rest]), pl.lit(False)
+    iso = steps.cascade("c", t, first)
+    left = steps.add("cl", pl.when(iso.is_null()).then(t))
+    dmy = steps.cascade("dmy", left, _slashed_formats("DMY"))
+    mdy = steps.cascade("mdy", left, _slashed_formats("MDY"))
+    ambiguous = steps.add("a", dmy.is_not_null() & mdy.is_not_null() & (dmy != mdy))
+    single = steps.add("cs", pl.coalesce(iso, pl.when(~ambiguous).then(pl.coalesce(dmy, mdy))))
+    both_null = pl.when(single.is_null() & ~ambiguous).then(t)
+    other = steps.cascade("co", both_null, rest)
+    return steps.add("cal", pl.coalesce(single, other)), ambiguous
 
 
 def _epoch_ms(t: pl.Expr) -> pl.Expr:
-    """Digits as epoch ms (|n| >= 1e11) or seconds; null otherwise."""
+    """Digits as epoch ms (|n| >= 1e11) or seconds, as a UTC datetime; null otherwise."""
     n = pl.when(t.str.contains(r"^-?\d{1,16}$")).then(t).cast(pl.Int64, strict=False)
-    return pl.when(n.abs() >= _EPOCH_MS_FROM).then(n).otherwise(n * 1000)
+    ms = pl.when(n.abs() >= _EPOCH_MS_FROM).then(n).otherwise(n * 1000)
+    return ms.cast(pl.Datetime("ms", "UTC"))
 
 
-def _aware(t: pl.Expr) -> pl.Expr:
-    return pl.coalesce([t.str.to_datetime(f, time_unit="ms", time_zone="UTC", strict=False)
-                        for f in _AWARE_FORMATS])
+def _instants(steps: _Steps, t: pl.Expr, tz: str) -> tuple[pl.Expr, pl.Expr]:
+    """(UTC instant, naive local value) from ISO datetimes or epoch numbers."""
+    size = t.str.len_bytes()
+    # The common UTC forms first, by length: 2024-03-05T14:30:00Z and ...:00.000Z.
+    utc = steps.add("zu", pl.coalesce(
+        pl.when(size == 20).then(t).str.to_datetime("%Y-%m-%dT%H:%M:%SZ", time_unit="ms",
+                                                    strict=False),
+        pl.when(size == 24).then(t).str.to_datetime("%Y-%m-%dT%H:%M:%S%.3fZ", time_unit="ms",
+                                                    strict=False),
+    ).dt.replace_time_zone("UTC"))
+    zoned = pl.when(utc.is_null() & t.str.contains(r"(?:[Zz]|[+-]\d\d(?::?\d\d)?)$")).then(t)
+    aware = steps.cascade("z", zoned, [_strptime(f, pl.Datetime()) for f in _AWARE_FORMATS])
+    aware = steps.add("za", pl.coalesce(utc, aware))
+    left = steps.add("zl", pl.when(aware.is_null()).then(t))
+    naive = steps.cascade("n", left, [_strptime(f, pl.Datetime()) for f in _NAIVE_FORMATS])
+    local = naive.dt.replace_time_zone(tz, ambiguous="earliest", non_existent="null")
+    parsed = steps.add("p", pl.coalesce(aware, local.dt.convert_time_zone("UTC")))
+    epoch = _epoch_ms(pl.when(parsed.is_null() & naive.is_null()).then(t))
+    return steps.add("m", pl.coalesce(parsed, epoch)), naive
 
 
-def _naive(t: pl.Expr) -> pl.Expr:
-    return pl.coalesce([t.str.to_datetime(f, time_unit="ms", strict=False)
-                        for f in _NAIVE_FORMATS])
-
-
-def _date_rule(t: pl.Expr, i: int, prop: Property, order: DateOrder | None,
-               dates: DatesMode) -> tuple[tuple[pl.Expr, ...], pl.Expr, pl.Expr, pl.Expr]:
-    cal, amb = _calendar_dates(t, order)
-    # ISO datetimes (aware, or naive read as UTC) and epoch values: as UTC epoch ms.
-    instant_ms = pl.coalesce(_aware(t).dt.epoch("ms"), _naive(t).dt.epoch("ms"), _epoch_ms(t))
-    parse = (cal.alias(f"__d{i}"), instant_ms.alias(f"__m{i}"), amb.alias(f"__a{i}"))
-    d, ms, ambiguous = pl.col(f"__d{i}"), pl.col(f"__m{i}"), pl.col(f"__a{i}")
+def _date_rule(steps: _Steps, t: pl.Expr, prop: Property, order: DateOrder | None,
+               dates: DatesMode) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
+    cal, ambiguous = _calendar(steps, t, order)
+    # ISO datetimes (aware, or naive read as UTC) and epoch values: must be midnight UTC.
+    instant, _ = _instants(steps, pl.when(cal.is_null() & ~ambiguous).then(t), "UTC")
+    ms = instant.dt.epoch("ms")
     midnight = pl.when(ms % _MS_PER_DAY == 0).then(ms // _MS_PER_DAY).cast(pl.Int32)
-    days = pl.coalesce(d.cast(pl.Int32), midnight)
+    days = pl.coalesce(cal.cast(pl.Int32), midnight)
     out = (days.cast(pl.Date).cast(pl.String) if dates == "iso"
            else (days.cast(pl.Int64) * _MS_PER_DAY).cast(pl.String))
-    code = (pl.when(ambiguous).then(pl.lit("AMBIGUOUS_DATE")).otherwise(pl.lit("INVALID_DATE")))
-    at = ms.cast(pl.Datetime("ms", "UTC")).dt.strftime("%H:%M:%S%.3f")
+    code = pl.when(ambiguous).then(pl.lit("AMBIGUOUS_DATE")).otherwise(pl.lit("INVALID_DATE"))
+    dmy = pl.coalesce([f(t) for f in _slashed_formats("DMY")]).cast(pl.String)
+    mdy = pl.coalesce([f(t) for f in _slashed_formats("MDY")]).cast(pl.String)
     message = (
         pl.when(ambiguous)
-        .then(pl.concat_str(
-            pl.lit("'"), t, pl.lit(f"' for {prop.name} could be "),
-            _slashed(t, "DMY").cast(pl.String), pl.lit(" (DMY) or "),
-            _slashed(t, "MDY").cast(pl.String),
-            pl.lit(" (MDY): pass --date-order DMY or MDY")))
-        .when(ms.is_not_null())
+        .then(pl.concat_str(pl.lit("'"), t, pl.lit(f"' for {prop.name} could be "), dmy,
+                            pl.lit(" (DMY) or "), mdy,
+                            pl.lit(" (MDY): pass --date-order DMY or MDY")))
+        .when(instant.is_not_null())
         .then(pl.concat_str(pl.lit("'"), t, pl.lit(f"' for date property {prop.name} is at "),
-                            at, pl.lit(" UTC, not midnight: give a calendar date")))
+                            instant.dt.strftime("%H:%M:%S%.3f"),
+                            pl.lit(" UTC, not midnight: give a calendar date")))
         .otherwise(_value_msg("'", t, f"' is not a valid date for {prop.name}: {_DATE_HINT}"))
     )
-    return parse, out, code, message
+    return out, code, message
 
 
-def _datetime_rule(t: pl.Expr, i: int, prop: Property, order: DateOrder | None, tz: str,
-                   dates: DatesMode) -> tuple[tuple[pl.Expr, ...], pl.Expr, pl.Expr, pl.Expr]:
-    cal, amb = _calendar_dates(t, order)
-    naive = pl.coalesce(_naive(t), cal.cast(pl.Datetime("ms")))
-    local = naive.dt.replace_time_zone(tz, ambiguous="earliest", non_existent="null")
-    instant_ms = pl.coalesce(_aware(t).dt.epoch("ms"), local.dt.epoch("ms"), _epoch_ms(t))
-    parse = (instant_ms.alias(f"__m{i}"), naive.alias(f"__n{i}"), amb.alias(f"__a{i}"))
-    ms, naive_col, ambiguous = pl.col(f"__m{i}"), pl.col(f"__n{i}"), pl.col(f"__a{i}")
-    out = (ms.cast(pl.Datetime("ms", "UTC")).dt.strftime("%Y-%m-%dT%H:%M:%S%.3fZ")
-           if dates == "iso" else ms.cast(pl.String))
+def _datetime_rule(steps: _Steps, t: pl.Expr, prop: Property, order: DateOrder | None,
+                   tz: str, dates: DatesMode) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
+    aware_or_naive = _instants(steps, t, tz)
+    still = pl.when(aware_or_naive[0].is_null() & aware_or_naive[1].is_null()).then(t)
+    cal, ambiguous = _calendar(steps, still, order)
+    local = cal.cast(pl.Datetime("ms")).dt.replace_time_zone(tz, ambiguous="earliest",
+                                                              non_existent="null")
+    instant = steps.add("i", pl.coalesce(aware_or_naive[0],
+                                         local.dt.convert_time_zone("UTC")))
+    naive = aware_or_naive[1]
+    out = (instant.dt.strftime("%Y-%m-%dT%H:%M:%S%.3fZ") if dates == "iso"
+           else instant.dt.epoch("ms").cast(pl.String))
     code = (pl.when(ambiguous).then(pl.lit("AMBIGUOUS_DATE"))
             .otherwise(pl.lit("INVALID_DATETIME")))
     message = (
         pl.when(ambiguous)
         .then(_value_msg("'", t, f"' for {prop.name} is ambiguous (day/month): "
                                  "pass --date-order DMY or MDY"))
-        .when(naive_col.is_not_null())
+        .when(naive.is_not_null() | cal.is_not_null())
         .then(_value_msg("'", t, f"' does not exist in {tz} (clocks move forward then): "
                                  "fix the time or give a UTC offset"))
         .otherwise(_value_msg("'", t, f"' is not a valid datetime for {prop.name}: "
                                       f"{_DATETIME_HINT}"))
     )
-    return parse, out, code, message
+    return out, code, message
 
 
 # --- other types -----------------------------------------------------------------------
 
 
-def _number(t: pl.Expr, thousands: str, decimal: str) -> pl.Expr:
-    cleaned = t.str.replace_all(r"\s", "")
+_CANONICAL_NUMBER = r"^-?(?:0|[1-9]\d*)(?:\.\d*[1-9])?$"
+
+
+def _number(steps: _Steps, t: pl.Expr, thousands: str, decimal: str) -> pl.Expr:
+    """Canonical decimal text; most values are already canonical and pay one regex."""
+    if decimal == "." and thousands != ".":
+        done = steps.add("q", pl.when(t.str.contains(_CANONICAL_NUMBER)).then(t))
+    else:
+        done = steps.add("q", pl.lit(None, dtype=pl.String))
+    rest: pl.Expr = pl.when(done.is_null()).then(t)
     if thousands:
-        cleaned = cleaned.str.replace_all(thousands, "", literal=True)
+        grouped = (rf"^[+-]?\d{{1,3}}(?:{re.escape(thousands)}\d{{3}})+"
+                   rf"(?:{re.escape(decimal)}\d*)?$")
+        rest = (pl.when(~rest.str.contains(thousands, literal=True)
+                        | rest.str.contains(grouped))
+                .then(rest.str.replace_all(thousands, "", literal=True)))
     if decimal != ".":
-        cleaned = cleaned.str.replace_all(decimal, ".", literal=True)
-    well_formed = cleaned.str.contains(r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$")
-    cleaned = pl.when(well_formed).then(cleaned)
-    exact = (cleaned.cast(pl.Decimal(38, 18), strict=False).cast(pl.String)
+        rest = rest.str.replace_all(decimal, ".", literal=True)
+    cleaned = steps.add("qc", rest)
+    done = steps.add("qd", pl.coalesce(done, pl.when(cleaned.str.contains(_CANONICAL_NUMBER))
+                                       .then(cleaned)))
+    rest = pl.when(done.is_null()).then(cleaned).str.replace_all(r"\s", "")
+    rest = steps.add("qr", pl.when(
+        rest.str.contains(r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$")).then(rest))
+    exact = (rest.cast(pl.Decimal(38, 18), strict=False).cast(pl.String)
              .str.replace(r"\.?0+$", ""))
-    as_float = cleaned.cast(pl.Float64, strict=False)
+    exact = pl.when(exact == "-0").then(pl.lit("0")).otherwise(exact)
+    as_float = rest.cast(pl.Float64, strict=False)
     wide = pl.when(as_float.is_finite()).then(as_float.cast(pl.String))
-    text = pl.coalesce(exact, wide)
-    return pl.when(text == "-0").then(pl.lit("0")).otherwise(text)
+    return pl.coalesce(done, exact, wide)
 
 
 def _option_maps(prop: Property) -> tuple[dict[str, str], dict[str, str]]:
@@ -272,13 +338,24 @@ def _option_maps(prop: Property) -> tuple[dict[str, str], dict[str, str]]:
     return values, labels
 
 
-def _to_option(e: pl.Expr, prop: Property) -> pl.Expr:
+def _to_option(e: pl.Expr, prop: Property, steps: _Steps | None = None) -> pl.Expr:
+    """Option value by exact value, else by label (or value) ignoring case.
+
+    When no two options collide ignoring case, one lookup of the lower-cased text does both.
+    """
     values, labels = _option_maps(prop)
     if not values:
         return pl.lit(None, dtype=pl.String)
+    if all(labels.get(v.lower()) == v for v in values):
+        return e.str.to_lowercase().replace_strict(labels, default=None,
+                                                   return_dtype=pl.String)
+    exact = e.replace_strict(values, default=None, return_dtype=pl.String)
+    if steps is not None:
+        exact = steps.add("v", exact)
+        e = pl.when(exact.is_null()).then(e)
     return pl.coalesce(
-        e.replace_strict(values, default=None, return_dtype=pl.String),
-        e.str.to_lowercase().replace_strict(labels, default=None, return_dtype=pl.String))
+        exact, e.str.to_lowercase().replace_strict(labels, default=None,
+                                                   return_dtype=pl.String))
 
 
 def _options_hint(prop: Property) -> str:
@@ -299,18 +376,15 @@ def _build_rule(i: int, target: Target, prop: Property, options: NormalizeOption
     col_opts = target.options
     order = col_opts.date_order or options.date_order
     empty = col_opts.empty or options.empty
-    t_name = f"__t{i}"
-    is_string = prop.type == "string"
-    stripped = raw if is_string else raw.str.strip_chars()
-    t_expr = pl.when(stripped != "").then(stripped)
-    t = pl.col(t_name)
-    parse: tuple[pl.Expr, ...] = ()
+    steps = _Steps(i)
+    stripped = raw if prop.type == "string" else raw.str.strip_chars()
+    t = steps.add("t", pl.when(stripped != "").then(stripped))
     bad: pl.Expr | None = None
     if prop.type == "date":
-        parse, out, code, message = _date_rule(t, i, prop, order, options.dates)
+        out, code, message = _date_rule(steps, t, prop, order, options.dates)
     elif prop.type == "datetime":
-        parse, out, code, message = _datetime_rule(t, i, prop, order, options.timezone,
-                                                   options.dates)
+        out, code, message = _datetime_rule(steps, t, prop, order, options.timezone,
+                                            options.dates)
     elif prop.type == "bool" or (prop.type == "enumeration"
                                  and prop.field_type == "booleancheckbox" and not prop.options):
         out = t.str.to_lowercase().replace_strict(_BOOL_MAP, default=None,
@@ -319,50 +393,48 @@ def _build_rule(i: int, target: Target, prop: Property, options: NormalizeOption
         message = _value_msg("'", t, f"' is not a yes/no value for {prop.name}: use true/false, "
                                      "yes/no, y/n, 1/0, on/off or checked/unchecked")
     elif prop.type == "number":
-        out = _number(t, options.thousands, options.decimal)
+        out = _number(steps, t, options.thousands, options.decimal)
         code = pl.lit("INVALID_NUMBER")
         thousands = f"'{options.thousands}'" if options.thousands else "none"
         message = _value_msg("'", t, f"' is not a number for {prop.name}: use digits with "
                                      f"'{options.decimal}' as the decimal point (thousands "
-                                     f"separator {thousands}), e.g. 1234.5 or 1.5e3")
+                                     f"separator {thousands} between groups of 3 digits), "
+                                     "e.g. 1234.5 or 1.5e3")
     elif prop.is_multi:
-        separators = col_opts.separators or options.separators
-        parts = (t.str.replace_all(_split_regex(separators), "\x1f")
-                 .str.split("\x1f")
-                 .list.eval(pl.element().str.strip_chars())
-                 .list.eval(pl.element().filter(pl.element() != "")))
-        parse = (parts.alias(f"__l{i}"),)
-        items = pl.col(f"__l{i}")
-        mapped = (items if prop.external_options
-                  else items.list.eval(_to_option(pl.element(), prop)))
-        complete = mapped.list.drop_nulls().list.len() == items.list.len()
-        joined = mapped.list.unique(maintain_order=True).list.join(";")
+        separators = _split_regex(col_opts.separators or options.separators)
+        # One regex turns every run of separators (and the spaces around them) into \x1f.
+        joined_raw = (t.str.replace_all(rf"\s*(?:{separators}\s*)+", "\x1f")
+                      .str.strip_chars(" \x1f"))
+        items = steps.add("l", pl.when(joined_raw != "").then(joined_raw).str.split("\x1f"))
+        mapped = items if prop.external_options else items.list.eval(
+            _to_option(pl.element(), prop))
+        # join(ignore_nulls=False) is null as soon as one item is not an option.
+        joined = steps.add("lj", mapped.list.unique(maintain_order=True)
+                           .list.join(";", ignore_nulls=False))
         prefix = ";" if (col_opts.checkbox or options.checkbox) == "append" else ""
-        out = pl.when(complete & (items.list.len() > 0)).then(pl.lit(prefix) + joined)
-        bad = t.is_not_null() & ~complete
+        out = pl.lit(prefix) + joined if prefix else joined
+        bad = items.is_not_null() & joined.is_null()
         code = pl.lit("INVALID_OPTION")
         unknown = items.list.eval(
             pl.element().filter(_to_option(pl.element(), prop).is_null())).list.join("', '")
         message = pl.concat_str(pl.lit("'"), unknown,
                                 pl.lit(f"' not an option of {prop.name}; {_options_hint(prop)}"))
     elif prop.type == "enumeration":
-        out = t if prop.external_options else _to_option(t, prop)
+        out = t if prop.external_options else _to_option(t, prop, steps)
         code = pl.lit("INVALID_OPTION")
         message = _value_msg("'", t, f"' is not an option of {prop.name}; "
                                      f"{_options_hint(prop)}")
     else:  # string and anything else writable: as is, length-checked
         limit = options.max_chars
-        out = pl.when(t.str.len_chars() <= limit).then(t)
+        out = pl.when(t.str.len_bytes() <= limit).then(t).when(
+            t.str.len_chars() <= limit).then(t)
         code = pl.lit("VALUE_TOO_LONG")
         message = pl.concat_str(pl.lit(f"value of {prop.name} has "),
                                 t.str.len_chars().cast(pl.String),
                                 pl.lit(f" characters; HubSpot takes at most {limit}"))
     if bad is None:
         bad = t.is_not_null() & pl.col(f"__o{i}").is_null()
-    else:
-        bad = bad.alias(f"__b{i}")
-    return _Rule(target, prop, i, raw, t_expr.alias(t_name), parse, out, bad, code,
-                 message, empty)
+    return _Rule(target, prop, i, raw, tuple(steps.steps), out, bad, code, message, empty)
 
 
 def expressions(schema: Schema, mapping: ResolvedMapping,
@@ -409,16 +481,21 @@ def _check_constants(plan: NormalizePlan) -> None:
 
 
 def _evaluate(frame: pl.DataFrame, plan: NormalizePlan) -> pl.DataFrame:
+    return _evaluate_lazy(frame, plan).collect()
+
+
+def _evaluate_lazy(frame: pl.DataFrame, plan: NormalizePlan) -> pl.LazyFrame:
     rules = plan.rules
-    work = frame.with_columns(r.trim for r in rules)
-    work = work.with_columns(e for r in rules for e in r.parse)
+    work = frame.lazy()
+    for k in range(max((len(r.steps) for r in rules), default=0)):
+        work = work.with_columns(r.steps[k] for r in rules if k < len(r.steps))
     work = work.with_columns(r.out.alias(r.o) for r in rules)
     return work.with_columns(r.bad.alias(r.b) for r in rules)
 
 
 def _final(rule: _Rule) -> pl.Expr:
-    if rule.empty == "clear":
-        return (pl.when(pl.col(rule.t).is_null()).then(pl.lit(""))
+    if rule.empty == "clear":  # no value (and not an invalid one): send "" to clear
+        return (pl.when(pl.col(rule.o).is_null() & ~pl.col(rule.b)).then(pl.lit(""))
                 .otherwise(pl.col(rule.o)).alias(rule.prop.name))
     return pl.col(rule.o).alias(rule.prop.name)
 
@@ -435,26 +512,30 @@ def normalize(frame: pl.DataFrame, plan: NormalizePlan) -> tuple[pl.DataFrame, p
     rules = plan.rules
     if SOURCE_ROW not in frame.columns:
         raise ValueError(f"normalize needs a {SOURCE_ROW!r} column")
-    frame = frame.with_columns(pl.col(SOURCE_ROW).cast(pl.Int64))
-    work = _evaluate(frame, plan)
+    work_lazy = _evaluate_lazy(frame.with_columns(pl.col(SOURCE_ROW).cast(pl.Int64)), plan)
     any_bad = pl.any_horizontal([pl.col(r.b) for r in rules]) if rules else pl.lit(False)
-    values = work.select(pl.col(SOURCE_ROW), *(_final(r) for r in rules), any_bad.alias("__bad"))
-    sent = [pl.col(r.prop.name) for r in rules]
+    sent = [pl.col(f"__f{r.index}") for r in rules]
     no_values = ~pl.any_horizontal([c.is_not_null() for c in sent]) if sent else pl.lit(True)
-    required = [pl.col(r.prop.name) for r in rules if r.prop.name in plan.required_any]
+    required = [pl.col(f"__f{r.index}") for r in rules if r.prop.name in plan.required_any]
     missing = (~pl.any_horizontal([c.is_not_null() & (c != "") for c in required])
                if required else pl.lit(False))
-    values = values.with_columns(missing.alias("__missing"), no_values.alias("__none"))
     rejected = pl.col("__missing") | pl.col("__none")
     if plan.options.on_invalid == "reject-row":
         rejected = rejected | pl.col("__bad")
-    values = values.with_columns(rejected.alias("__rej"))
+    work = (work_lazy
+            .with_columns(*(_final(r).alias(f"__f{r.index}") for r in rules),
+                          any_bad.alias("__bad"))
+            .with_columns(missing.alias("__missing"), no_values.alias("__none"))
+            .with_columns(rejected.alias("__rej"))
+            .collect())
+    values = work.select(pl.col(SOURCE_ROW),
+                         *(pl.col(f"__f{r.index}").alias(r.prop.name) for r in rules),
+                         *(pl.col(h) for h in ("__bad", "__missing", "__none", "__rej")))
     helpers = ["__bad", "__missing", "__none", "__rej"]
     if not (values["__bad"].any() or values["__rej"].any()):
         return values.drop(helpers), empty_rejects()
     valid = values.filter(~pl.col("__rej")).drop(helpers)
-    involved = work.hstack(values.select(helpers).get_columns()).filter(
-        pl.col("__bad") | pl.col("__rej"))
+    involved = work.filter(pl.col("__bad") | pl.col("__rej"))
     suffix = "" if plan.options.on_invalid == "reject-row" else " (field not sent)"
     parts = [
         involved.filter(pl.col(r.b)).select(
