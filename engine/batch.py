@@ -1,0 +1,137 @@
+"""Frames -> request bodies. Pure and deterministic: a resumed run makes the same batches.
+
+Each input is encoded by polars, column by column (`json_encode` of a one-field struct,
+stripped to `"name":"value"`, nulls omitted via `concat_str(ignore_nulls=True)`), which is
+several times faster than `to_dicts()` + orjson and never sends `"k":null`.
+
+Batch numbers count valid rows in source order (rows 0-99 of the valid rows are batch 0,
+and so on) whatever the sizes of the chunks the source was read in, so a re-run that
+reads the same input rebuilds the same batches. A batch closes early when a key repeats
+inside it (HubSpot refuses duplicate ids in one batch), which depends only on the input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import polars as pl
+
+BATCH_SIZE = 100
+ROW = "source_row"
+KEY = "__key"
+INPUT = "__input"
+
+
+def _field(name: str) -> pl.Expr:
+    """`"name":"value"` for non-null cells of column `name`, else null."""
+    encoded = pl.struct(pl.col(name)).struct.json_encode()
+    return (
+        pl.when(pl.col(name).is_not_null())
+        .then(encoded.str.slice(1).str.strip_suffix("}"))
+        .otherwise(None)
+    )
+
+
+def _quoted(expr: pl.Expr, name: str = "v") -> pl.Expr:
+    """A JSON string literal of a string expression."""
+    encoded = pl.struct(expr.alias(name)).struct.json_encode()
+    return encoded.str.slice(len(name) + 4).str.strip_suffix("}")
+
+
+def input_expr(
+    properties: Sequence[str],
+    *,
+    id_column: str | None = None,
+    id_property: str | None = None,
+    associations_column: str | None = None,
+    trace: bool = True,
+) -> pl.Expr:
+    """One JSON object per row: `{"id"?, "idProperty"?, "properties", "associations"?,
+    "objectWriteTraceId"}`. `associations_column` holds ready JSON arrays (or null)."""
+    parts: list[pl.Expr] = [pl.lit("{")]
+    if id_column is not None:
+        parts += [pl.lit('"id":'), _quoted(pl.col(id_column)), pl.lit(",")]
+        if id_property is not None:
+            parts.append(pl.lit(f'"idProperty":{_json_string(id_property)},'))
+    props = pl.concat_str([_field(name) for name in properties], separator=",",
+                          ignore_nulls=True) if properties else pl.lit("")
+    parts += [pl.lit('"properties":{'), props.fill_null(""), pl.lit("}")]
+    if associations_column is not None:
+        parts.append(
+            pl.when(pl.col(associations_column).is_not_null())
+            .then(pl.lit(',"associations":') + pl.col(associations_column))
+            .otherwise(pl.lit(""))
+        )
+    if trace:
+        parts += [pl.lit(',"objectWriteTraceId":"'), pl.col(ROW).cast(pl.String), pl.lit('"')]
+    parts.append(pl.lit("}"))
+    return pl.concat_str(parts).alias(INPUT)
+
+
+def _json_string(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
+@dataclass(slots=True)
+class Batch:
+    """Up to 100 inputs ready to send; `body` is encoded once."""
+
+    seq: int
+    rows: list[int]
+    keys: list[str] | None
+    inputs: list[str]
+
+    @property
+    def body(self) -> bytes:
+        return encode_body(self.inputs)
+
+    def subset(self, positions: Sequence[int]) -> list[str]:
+        return [self.inputs[i] for i in positions]
+
+
+def encode_body(inputs: Sequence[str]) -> bytes:
+    return ('{"inputs":[' + ",".join(inputs) + "]}").encode()
+
+
+@dataclass(slots=True)
+class Batcher:
+    """Cuts a stream of encoded rows into batches with stable sequence numbers."""
+
+    size: int = BATCH_SIZE
+    _seq: int = 0
+    _rows: list[int] = field(default_factory=list)
+    _keys: list[str] = field(default_factory=list)
+    _inputs: list[str] = field(default_factory=list)
+    _seen: set[str] = field(default_factory=set)
+    _keyed: bool = False
+
+    def feed(self, frame: pl.DataFrame) -> Iterator[Batch]:
+        """`frame` holds `source_row`, `__input` and optionally `__key`, in source order."""
+        rows = frame.get_column(ROW).to_list()
+        inputs = frame.get_column(INPUT).to_list()
+        keys = frame.get_column(KEY).to_list() if KEY in frame.columns else None
+        self._keyed = keys is not None
+        for i, row in enumerate(rows):
+            if keys is not None:
+                key = keys[i]
+                if key in self._seen:
+                    yield self._cut()
+                self._seen.add(key)
+                self._keys.append(key)
+            self._rows.append(row)
+            self._inputs.append(inputs[i])
+            if len(self._rows) >= self.size:
+                yield self._cut()
+
+    def flush(self) -> Iterator[Batch]:
+        if self._rows:
+            yield self._cut()
+
+    def _cut(self) -> Batch:
+        batch = Batch(self._seq, self._rows, self._keys if self._keyed else None, self._inputs)
+        self._seq += 1
+        self._rows, self._keys, self._inputs = [], [], []
+        self._seen = set()
+        return batch

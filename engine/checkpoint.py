@@ -1,0 +1,298 @@
+"""The crash-safe journal: the only user of sqlite3.
+
+Protocol (see ARCHITECTURE.md, "Checkpoint and exactly-once"):
+
+1. a batch is committed IN_FLIGHT, with its source rows and keys, before its request
+   leaves;
+2. on an answer it becomes DONE with the per-row outcome (ids, rejects) in one
+   transaction;
+3. on resume, DONE batches are skipped and IN_FLIGHT ones are reconciled before
+   anything is resent.
+
+WAL mode with `synchronous=FULL`; the folder is 0700 and the files 0600. Writes are
+grouped: `apply(ops)` runs any number of transitions in one transaction, so one fsync
+covers every batch that finished meanwhile. Only row numbers and keys are stored, never
+whole rows, and never the access token.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from engine.errors import CheckpointError
+
+SCHEMA_VERSION = 1
+
+_DDL = """
+create table if not exists meta (key text primary key, value text not null);
+create table if not exists job (
+    key text primary key, spec_hash text not null, fingerprints text not null,
+    state text not null, created_at real not null, updated_at real not null);
+create table if not exists batches (
+    step text not null, seq integer not null, state text not null,
+    first_row integer not null, last_row integer not null, rows blob not null,
+    keys blob, attempts integer not null default 0, started_at real,
+    primary key (step, seq)) without rowid;
+create table if not exists results (
+    step text not null, source_row integer not null, id text not null,
+    action text not null, primary key (step, source_row)) without rowid;
+create table if not exists rejects (
+    step text not null, source_row integer not null, col text not null, code text not null,
+    value text, message text not null,
+    primary key (step, source_row, col, code)) without rowid;
+create table if not exists idmap (
+    object text not null, prop text not null, key text not null, id text not null,
+    primary key (object, prop, key)) without rowid;
+create table if not exists facts (key text primary key, value text not null);
+"""
+
+IN_FLIGHT = "IN_FLIGHT"
+DONE = "DONE"
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    source_row: int
+    column: str
+    code: str
+    message: str
+    value: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    source_row: int
+    id: str
+    action: str  # created | updated | unchanged
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRecord:
+    step: str
+    seq: int
+    state: str
+    rows: tuple[int, ...]
+    keys: tuple[str, ...] | None
+    attempts: int
+    started_at: float | None
+
+
+@dataclass(slots=True)
+class Transition:
+    """One batch's move in the journal; `apply` commits a list of them at once."""
+
+    step: str
+    seq: int
+    state: str
+    rows: Sequence[int] = ()
+    keys: Sequence[str] | None = None
+    results: Sequence[Result] = ()
+    rejects: Sequence[Reject] = ()
+    ids: Mapping[tuple[str, str, str], str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    created: int
+    updated: int
+    unchanged: int
+    rejected: int
+
+
+def prepare_folder(path: Path) -> None:
+    """Create the checkpoint's folder 0700 (and refuse one others can write into)."""
+    folder = path.parent
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
+class SqliteCheckpoint:
+    """The journal of one job. Use from one thread at a time."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        prepare_folder(path)
+        for suffix in ("", "-wal", "-shm"):
+            target = Path(f"{path}{suffix}")
+            if not target.exists():
+                fd = os.open(target, os.O_CREAT | os.O_WRONLY, 0o600)
+                os.close(fd)
+            os.chmod(target, 0o600)
+        try:
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._db.execute("pragma journal_mode=wal")
+            self._db.execute("pragma synchronous=full")
+            self._db.execute("pragma busy_timeout=5000")
+            self._db.executescript(_DDL)
+        except sqlite3.DatabaseError as exc:
+            raise CheckpointError(f"checkpoint {path} is not usable: {exc}") from None
+        version = self._one("select value from meta where key='schema'")
+        if version is None:
+            self._db.execute("insert into meta values ('schema', ?)", (str(SCHEMA_VERSION),))
+        elif int(version) != SCHEMA_VERSION:
+            raise CheckpointError(f"checkpoint {path} has schema {version}, this hsbulk "
+                                  f"writes {SCHEMA_VERSION}; use a new --checkpoint")
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _one(self, sql: str, args: Sequence[Any] = ()) -> Any:
+        row = self._db.execute(sql, args).fetchone()
+        return None if row is None else row[0]
+
+    # -- the job --------------------------------------------------------------------
+
+    def open_job(self, key: str, spec_hash: str, fingerprints: Mapping[str, str]) -> bool:
+        """Start or resume job `key`; returns True when resuming.
+
+        Refuses when the job spec or an input changed since the checkpoint was written.
+        """
+        now = time.time()
+        row = self._db.execute(
+            "select spec_hash, fingerprints from job where key=?", (key,)
+        ).fetchone()
+        prints = orjson.dumps(dict(sorted(fingerprints.items()))).decode()
+        if row is None:
+            self._db.execute("insert into job values (?, ?, ?, 'RUNNING', ?, ?)",
+                             (key, spec_hash, prints, now, now))
+            return False
+        if row[0] != spec_hash:
+            raise CheckpointError(
+                f"checkpoint {self.path} belongs to a different job spec (flags, mapping or "
+                "job file changed); use a new --checkpoint or restore the original command"
+            )
+        old = orjson.loads(row[1])
+        changed = sorted(name for name, value in fingerprints.items() if old.get(name) != value)
+        if changed:
+            raise CheckpointError(
+                f"input {', '.join(changed)} changed since checkpoint {self.path} was written; "
+                "resuming would mix two inputs: restore the original file or use a new "
+                "--checkpoint"
+            )
+        self._db.execute("update job set state='RUNNING', updated_at=? where key=?", (now, key))
+        return True
+
+    def set_job_state(self, key: str, state: str) -> None:
+        self._db.execute("update job set state=?, updated_at=? where key=?",
+                         (state, time.time(), key))
+
+    def get_fact(self, key: str) -> str | None:
+        value = self._one("select value from facts where key=?", (key,))
+        return None if value is None else str(value)
+
+    def set_fact(self, key: str, value: str) -> None:
+        self._db.execute("insert or replace into facts values (?, ?)", (key, value))
+
+    # -- batches --------------------------------------------------------------------
+
+    def batches(self, step: str) -> dict[int, BatchRecord]:
+        out: dict[int, BatchRecord] = {}
+        for seq, state, rows, keys, attempts, started in self._db.execute(
+            "select seq, state, rows, keys, attempts, started_at from batches where step=?",
+            (step,),
+        ):
+            out[seq] = BatchRecord(step, seq, state, tuple(orjson.loads(rows)),
+                                   tuple(orjson.loads(keys)) if keys is not None else None,
+                                   attempts, started)
+        return out
+
+    def apply(self, transitions: Iterable[Transition]) -> None:
+        """Commit every transition in one transaction (one fsync)."""
+        now = time.time()
+        db = self._db
+        db.execute("begin immediate")
+        try:
+            for t in transitions:
+                if t.state == IN_FLIGHT:
+                    db.execute(
+                        "insert into batches (step, seq, state, first_row, last_row, rows, "
+                        "keys, attempts, started_at) values (?, ?, ?, ?, ?, ?, ?, 1, ?) "
+                        "on conflict (step, seq) do update set state=excluded.state, "
+                        "attempts=attempts+1, started_at=excluded.started_at",
+                        (t.step, t.seq, IN_FLIGHT, t.rows[0], t.rows[-1],
+                         orjson.dumps(list(t.rows)),
+                         None if t.keys is None else orjson.dumps(list(t.keys)), now),
+                    )
+                    continue
+                db.execute("update batches set state=? where step=? and seq=?",
+                           (t.state, t.step, t.seq))
+                if t.results:
+                    db.executemany(
+                        "insert or replace into results values (?, ?, ?, ?)",
+                        [(t.step, r.source_row, r.id, r.action) for r in t.results],
+                    )
+                if t.rejects:
+                    self._insert_rejects(t.step, t.rejects)
+                if t.ids:
+                    db.executemany(
+                        "insert or replace into idmap values (?, ?, ?, ?)",
+                        [(obj, prop, key, rid) for (obj, prop, key), rid in t.ids.items()],
+                    )
+            db.execute("commit")
+        except BaseException:
+            db.execute("rollback")
+            raise
+
+    def _insert_rejects(self, step: str, rejects: Iterable[Reject]) -> None:
+        self._db.executemany(
+            "insert or ignore into rejects values (?, ?, ?, ?, ?, ?)",
+            [(step, r.source_row, r.column, r.code, r.value, r.message) for r in rejects],
+        )
+
+    def record_rejects(self, step: str, rejects: Iterable[Reject]) -> None:
+        """Local (pre-send) rejects; recorded again on every run, idempotently."""
+        self._db.execute("begin immediate")
+        try:
+            self._insert_rejects(step, rejects)
+            self._db.execute("commit")
+        except BaseException:
+            self._db.execute("rollback")
+            raise
+
+    # -- reading back ---------------------------------------------------------------
+
+    def counts(self, step: str) -> Counts:
+        actions = dict(self._db.execute(
+            "select action, count(*) from results where step=? group by action", (step,)
+        ).fetchall())
+        rejected = self._one(
+            "select count(distinct source_row) from rejects where step=? and source_row not in "
+            "(select source_row from results where step=?)", (step, step))
+        return Counts(actions.get("created", 0), actions.get("updated", 0),
+                      actions.get("unchanged", 0), int(rejected or 0))
+
+    def iter_results(self, step: str, chunk: int = 50_000) -> Iterator[list[tuple[Any, ...]]]:
+        cursor = self._db.execute(
+            "select source_row, id, action from results where step=? order by source_row",
+            (step,))
+        while rows := cursor.fetchmany(chunk):
+            yield rows
+
+    def iter_rejects(self, step: str, chunk: int = 50_000) -> Iterator[list[tuple[Any, ...]]]:
+        cursor = self._db.execute(
+            "select source_row, col, value, code, message from rejects where step=? "
+            "order by source_row, col", (step,))
+        while rows := cursor.fetchmany(chunk):
+            yield rows
+
+    def reject_rows(self, step: str) -> set[int]:
+        return {row for (row,) in self._db.execute(
+            "select distinct source_row from rejects where step=?", (step,))}
+
+    def lookup_ids(self, obj: str, prop: str, keys: Iterable[str]) -> dict[str, str]:
+        wanted = list(keys)
+        found: dict[str, str] = {}
+        for start in range(0, len(wanted), 500):
+            part = wanted[start : start + 500]
+            marks = ",".join("?" * len(part))
+            found.update(self._db.execute(
+                f"select key, id from idmap where object=? and prop=? and key in ({marks})",
+                (obj, prop, *part)).fetchall())
+        return found

@@ -1,0 +1,59 @@
+import os
+
+import pytest
+
+from engine.checkpoint import DONE, IN_FLIGHT, Reject, Result, SqliteCheckpoint, Transition
+from engine.errors import CheckpointError
+
+
+def test_job_spec_and_inputs_must_match_on_resume(tmp_path):
+    path = tmp_path / "state" / "job.db"
+    cp = SqliteCheckpoint(path)
+    assert cp.open_job("contacts", "spec-1", {"contacts": "fp-1"}) is False
+    assert cp.open_job("contacts", "spec-1", {"contacts": "fp-1"}) is True
+    with pytest.raises(CheckpointError, match="different job spec"):
+        cp.open_job("contacts", "spec-2", {"contacts": "fp-1"})
+    with pytest.raises(CheckpointError, match="input contacts changed"):
+        cp.open_job("contacts", "spec-1", {"contacts": "fp-2"})
+    cp.close()
+
+
+def test_files_are_private(tmp_path):
+    path = tmp_path / "state" / "job.db"
+    SqliteCheckpoint(path).close()
+    assert os.stat(path.parent).st_mode & 0o777 == 0o700
+    for suffix in ("", "-wal", "-shm"):
+        target = f"{path}{suffix}"
+        if os.path.exists(target):
+            assert os.stat(target).st_mode & 0o777 == 0o600
+
+
+def test_transitions_and_the_account(tmp_path):
+    cp = SqliteCheckpoint(tmp_path / "j.db")
+    cp.open_job("s", "h", {})
+    cp.apply([Transition("s", 0, IN_FLIGHT, rows=[1, 2, 3], keys=["a", "b", "c"]),
+              Transition("s", 1, IN_FLIGHT, rows=[4, 5], keys=["d", "e"])])
+    batches = cp.batches("s")
+    assert batches[0].state == IN_FLIGHT and batches[0].keys == ("a", "b", "c")
+    cp.apply([Transition("s", 0, DONE, results=[Result(1, "101", "created"),
+                                                Result(2, "102", "updated")],
+                         rejects=[Reject(3, "email", "INVALID_EMAIL", "bad", "x")],
+                         ids={("contacts", "email", "a"): "101"})])
+    cp.record_rejects("s", [Reject(9, "date", "INVALID_DATE", "no", "2023-02-29")])
+    cp.record_rejects("s", [Reject(9, "date", "INVALID_DATE", "no", "2023-02-29")])  # re-run
+    counts = cp.counts("s")
+    assert (counts.created, counts.updated, counts.rejected) == (1, 1, 2)
+    assert cp.batches("s")[0].state == DONE and cp.batches("s")[1].state == IN_FLIGHT
+    assert cp.lookup_ids("contacts", "email", ["a", "zz"]) == {"a": "101"}
+    cp.apply([Transition("s", 1, IN_FLIGHT, rows=[4, 5], keys=["d", "e"])])
+    assert cp.batches("s")[1].attempts == 2
+    cp.close()
+
+
+def test_a_failed_group_commits_nothing(tmp_path):
+    cp = SqliteCheckpoint(tmp_path / "j.db")
+    with pytest.raises(IndexError):
+        cp.apply([Transition("s", 0, IN_FLIGHT, rows=[1], keys=None),
+                  Transition("s", 1, IN_FLIGHT, rows=[], keys=None)])
+    assert cp.batches("s") == {}
+    cp.close()
