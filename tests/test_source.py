@@ -1,0 +1,128 @@
+"""Reading inputs as text with row numbers, and refusing malformed CSV precisely."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from engine.errors import SourceError
+from engine.source import SourceSpec, open_source
+
+CASES = Path(__file__).parent / "cases"
+
+
+def read_all(spec: SourceSpec) -> pl.DataFrame:
+    return pl.concat(list(open_source(spec).batches()))
+
+
+def test_csv_with_bom_crlf_quoted_newlines_and_blank_lines() -> None:
+    source = open_source(SourceSpec(str(CASES / "crlf_bom_quoted.csv")))
+    assert source.columns == ("Email", "First Name", "Zip")
+    frame = pl.concat(list(source.batches()))
+    assert_frame_equal(frame, pl.DataFrame({
+        "source_row": [1, 3], "Email": ["a@x.io", "b@x.io"],
+        "First Name": ["Ann\r\nMarie", "Bob, Jr"], "Zip": ["01234", None]}))
+    assert (source.stats.rows_read, source.stats.blank_rows) == (2, 1)
+
+
+def test_delimiter_is_configurable_and_values_stay_text() -> None:
+    frame = read_all(SourceSpec(str(CASES / "semicolon.csv"), delimiter=";"))
+    assert frame.row(0) == (1, "c@x.io", "Cy", "00042")
+
+
+def test_batches_are_bounded_and_rows_continue_across_a_glob(tmp_path: Path) -> None:
+    for name, start in (("b.csv", 100), ("a.csv", 0)):
+        rows = "".join(f"{start + i},x{start + i}\n" for i in range(7))
+        (tmp_path / name).write_text("id,name\n" + rows)
+    source = open_source(SourceSpec(str(tmp_path / "*.csv"), chunk_rows=3))
+    batches = list(source.batches())
+    assert max(b.height for b in batches) <= 3
+    frame = pl.concat(batches)
+    assert frame["source_row"].to_list() == list(range(1, 15))
+    assert frame["id"].to_list()[:8] == ["0", "1", "2", "3", "4", "5", "6", "100"]
+
+
+def test_glob_with_different_headers_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "a.csv").write_text("id,name\n1,x\n")
+    (tmp_path / "b.csv").write_text("id,nom\n1,x\n")
+    with pytest.raises(SourceError, match=r"b.csv: columns differ from a.csv"):
+        open_source(SourceSpec(str(tmp_path / "*.csv")))
+
+
+def test_parquet_and_ndjson_are_read_as_text(tmp_path: Path) -> None:
+    frame = pl.DataFrame({"id": [1, 2], "zip": ["01234", None], "ok": [True, False]})
+    frame.write_parquet(tmp_path / "x.parquet", row_group_size=1)
+    got = read_all(SourceSpec(str(tmp_path / "x.parquet"), chunk_rows=1))
+    assert got.rows() == [(1, "1", "01234", "true"), (2, "2", None, "false")]
+    (tmp_path / "x.ndjson").write_text(
+        "\n".join(json.dumps(r) for r in ({"id": 1, "zip": "01234"}, {"id": 2})) + "\n")
+    got = read_all(SourceSpec(str(tmp_path / "x.ndjson")))
+    assert got.rows() == [(1, "1", "01234"), (2, "2", None)]
+
+
+def test_fingerprint_changes_with_the_content(tmp_path: Path) -> None:
+    path = tmp_path / "x.csv"
+    path.write_text("id\n1\n")
+    before = open_source(SourceSpec(str(path))).fingerprint()
+    assert open_source(SourceSpec(str(path))).fingerprint() == before
+    path.write_text("id\n2\n")
+    os.utime(path, ns=(before.files[0].mtime_ns, before.files[0].mtime_ns))
+    after = open_source(SourceSpec(str(path))).fingerprint()
+    assert after.digest != before.digest
+
+
+LONG = b"x" * 65_537
+
+
+@pytest.mark.parametrize(("name", "data", "message"), [
+    ("ragged extra", b"id,name,zip\n1,a,b\n2,b,c,d\n",
+     "row 2, byte 24: row has 4 fields but the header has 3 (extra field)"),
+    ("ragged missing", b'id,name,zip\n1,a,b\n2,"b,c"\n',
+     "row 2, column 'zip', byte 18: row has 2 fields but the header has 3 (missing 'zip')"),
+    ("ragged missing crlf", b"id,name,zip\r\n1,a,b\r\n2,b\r\n",
+     "row 2, column 'zip', byte 20: row has 2 fields but the header has 3 (missing 'zip')"),
+    ("invalid utf-8", b"id,name,zip\n1,a,b\n2,caf\xe9,c\n",
+     "row 2, column 'name', byte 23: invalid UTF-8 (pass --encoding-errors replace to "
+     "substitute U+FFFD)"),
+    ("unterminated quote", b'id,name,zip\n1,a,b\n2,"abc,c\n3,d,e\n',
+     "row 2, column 'name', byte 20: unterminated quoted field: the quote opened here is "
+     "never closed"),
+    ("duplicate header", b"id,name,id\n1,2,3\n",
+     "column 'id', byte 8: header: duplicate column name (columns 1 and 3)"),
+    ("empty header", b"id,,zip\n1,2,3\n", "byte 3: header: column 2 has an empty name"),
+    ("field too long", b'id,name,zip\n1,a,b\n2,"' + LONG + b'",c\n',
+     "row 2, column 'name', byte 20: field is longer than 65536 characters (65537 here)"),
+])
+def test_malformed_csv_is_refused_with_where_and_why(tmp_path: Path, name: str, data: bytes,
+                                                     message: str) -> None:
+    path = tmp_path / "in.csv"
+    path.write_bytes(data)
+    with pytest.raises(SourceError) as caught:
+        list(open_source(SourceSpec(str(path))).batches())
+    assert str(caught.value) == f"{path}, {message}"
+
+
+def test_invalid_utf8_can_be_replaced(tmp_path: Path) -> None:
+    path = tmp_path / "in.csv"
+    path.write_bytes(b"id,name\n1,caf\xe9\n")
+    frame = read_all(SourceSpec(str(path), encoding_errors="replace"))
+    assert frame["name"].to_list() == ["caf\ufffd"]
+
+
+def test_a_field_of_exactly_the_limit_is_fine(tmp_path: Path) -> None:
+    path = tmp_path / "in.csv"
+    path.write_bytes(b"id,name\n1," + b"x" * 65_536 + b"\n")
+    assert read_all(SourceSpec(str(path)))["name"].str.len_chars().to_list() == [65_536]
+
+
+def test_missing_file_and_unknown_type(tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match="no such file"):
+        open_source(SourceSpec(str(tmp_path / "nope.csv")))
+    (tmp_path / "x.xlsx").write_text("x")
+    with pytest.raises(SourceError, match="unknown file type"):
+        open_source(SourceSpec(str(tmp_path / "x.xlsx")))
