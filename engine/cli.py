@@ -7,25 +7,209 @@ error; 3 fatal API error; 4 stopped at the daily quota or interrupted (resumable
 from __future__ import annotations
 
 import argparse
+import contextlib
+import hashlib
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+
+import anyio
 
 from engine import __version__
-from engine.errors import EngineError
+from engine.client import HubSpotClient
+from engine.config import ClientSettings, Rate, Secret, load_token, resolve_base_url
+from engine.errors import ConfigError, EngineError
+from engine.importer import ImportSpec, run_import, write_outputs
+from engine.mapping import MappingSpec
+from engine.normalize import NormalizeOptions
+from engine.report import ProgressView, Summary, print_table, render_summaries, write_summary
+from engine.schema import canonical_object
+from engine.source import SourceSpec
 
 log = logging.getLogger("hsbulk")
 
 Command = Callable[[argparse.Namespace], int]
 
 
+def _rate(text: str) -> Rate | None:
+    try:
+        return Rate.parse_option(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_connection_options(parser: argparse.ArgumentParser) -> None:
+    """Options common to every command that talks to HubSpot."""
+    group = parser.add_argument_group("connection")
+    where = group.add_mutually_exclusive_group()
+    where.add_argument("--base-url", help="API base URL (default $HUBSPOT_BASE_URL or "
+                       "https://api.hubapi.com; plain http only to loopback)")
+    where.add_argument("--sandbox", action="store_true",
+                       help="run against an in-process sandbox (no HubSpot account needed)")
+    group.add_argument("--token-file", type=Path,
+                       help="file holding the access token (mode 0600); default "
+                       "$HUBSPOT_ACCESS_TOKEN")
+    group.add_argument("--rate", type=_rate, default=Rate(100, 10.0), metavar="R/Ws",
+                       help="requests per rolling window, e.g. 190/10s, or none "
+                       "(default 100/10s, safe for every HubSpot tier)")
+    group.add_argument("--search-rate", type=_rate, default=Rate(5, 1.0), metavar="N/s",
+                       help="search requests per second (default 5/s)")
+    group.add_argument("--concurrency", type=int, default=8,
+                       help="requests in flight at once (default 8)")
+    group.add_argument("--daily-reserve", type=int, default=0, metavar="N",
+                       help="stop before the daily quota's remainder drops below N")
+    group.add_argument("--timeout", type=float, default=60.0, metavar="S",
+                       help="read timeout per request in seconds (default 60)")
+    out = parser.add_argument_group("output")
+    out.add_argument("--checkpoint", type=Path, help="journal path (default under .hsbulk/)")
+    out.add_argument("--summary", type=Path, help="write the summary JSON here")
+    noise = out.add_mutually_exclusive_group()
+    noise.add_argument("--quiet", action="store_true", help="no progress output")
+    noise.add_argument("--verbose", action="store_true", help="debug logging")
+
+
+@contextlib.asynccontextmanager
+async def connect(args: argparse.Namespace) -> AsyncIterator[HubSpotClient]:
+    """A client for the run, with the in-process sandbox when `--sandbox` is given."""
+    async with contextlib.AsyncExitStack() as stack:
+        if args.sandbox:
+            from engine.sandbox import SandboxSettings, running_sandbox
+
+            sandbox = await stack.enter_async_context(running_sandbox(SandboxSettings()))
+            base_url, token = sandbox.base_url, Secret(sandbox.token)
+            log.info("sandbox serving at %s", base_url)
+        else:
+            base_url = resolve_base_url(args.base_url)
+            token = load_token(args.token_file)
+        settings = ClientSettings(
+            base_url, token, rate=args.rate, search_rate=args.search_rate,
+            concurrency=args.concurrency, read_timeout_s=args.timeout,
+            daily_reserve=args.daily_reserve)
+        client = await stack.enter_async_context(HubSpotClient(settings))
+        yield client
+
+
+def default_checkpoint(*parts: str) -> Path:
+    digest = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:12]
+    name = "-".join(p for p in parts[:1] if p) or "job"
+    return Path(".hsbulk") / f"{name}-{digest}.db"
+
+
+def add_normalize_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("values")
+    group.add_argument("--date-order", choices=["YMD", "DMY", "MDY"],
+                       help="order of slashed dates (default: detected when unambiguous)")
+    group.add_argument("--timezone", default="UTC", help="zone of naive datetimes (default UTC)")
+    group.add_argument("--dates", choices=["iso", "epoch-ms"], default="iso",
+                       help="send dates as YYYY-MM-DD (default) or midnight-UTC epoch ms")
+    group.add_argument("--empty", choices=["skip", "clear"], default="skip",
+                       help="empty cells: omit the property (default) or clear it")
+    group.add_argument("--on-invalid", choices=["reject-row", "drop-field"],
+                       default="reject-row", help="an invalid value rejects its row "
+                       "(default) or is left out")
+    group.add_argument("--checkbox", choices=["replace", "append"], default="replace",
+                       help="multi-checkbox values replace (default) or add to existing ones")
+    group.add_argument("--separators", default=";,|",
+                       help="multi-checkbox separators (default ;,|)")
+    group.add_argument("--thousands", default=",", help="thousands separator (default ,)")
+    group.add_argument("--decimal", default=".", help="decimal mark (default .)")
+
+
+def add_import_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "import", help="import a CSV/Parquet/NDJSON file into one object type",
+        description="Normalise SOURCE by the portal's property schema and write it with "
+        "batch calls, journaled so that a re-run resumes with nothing lost or duplicated.")
+    parser.add_argument("source", help="input file or glob (CSV, Parquet, NDJSON)")
+    parser.add_argument("--object", required=True, help="object type: name or type id")
+    parser.add_argument("--mode", choices=["create", "update", "upsert"], default="upsert")
+    parser.add_argument("--id-property", help="unique property that identifies records "
+                        "(upsert: required; update: instead of hs_object_id; create: read "
+                        "back on resume)")
+    parser.add_argument("--map", action="append", default=[], metavar="COLUMN=PROPERTY",
+                        help="map a source column to a property (repeatable)")
+    parser.add_argument("--mapping", type=Path, metavar="FILE.toml", help="mapping file")
+    parser.add_argument("--strict-columns", action="store_true",
+                        help="unmapped source columns are an error")
+    parser.add_argument("--ignore-unknown", action="store_true",
+                        help="drop mappings to unknown properties instead of failing")
+    parser.add_argument("--on-conflict", choices=["reject", "update"], default="reject",
+                        help="create mode: a record that already exists is rejected "
+                        "(default) or updated")
+    parser.add_argument("--import-key", default="hsbulk_import_key",
+                        help="create mode: unique property holding hsbulk's row key")
+    parser.add_argument("--delimiter", default=",", help="CSV delimiter (default ,)")
+    parser.add_argument("--encoding-errors", choices=["strict", "replace"], default="strict",
+                        help="invalid UTF-8: stop (default) or replace with U+FFFD")
+    parser.add_argument("--results", type=Path, help="per-row results file (.csv/.parquet)")
+    parser.add_argument("--rejects", type=Path, help="rejected rows file (.csv/.parquet)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="normalise and plan without writing anything to HubSpot")
+    parser.add_argument("--emit-normalized", type=Path, metavar="PATH",
+                        help="with --dry-run: write the values that would be sent")
+    add_normalize_options(parser)
+    add_connection_options(parser)
+    parser.set_defaults(handler=run_import_command)
+
+
+def normalize_options(args: argparse.Namespace) -> NormalizeOptions:
+    return NormalizeOptions(
+        date_order=args.date_order, timezone=args.timezone, dates=args.dates, empty=args.empty,
+        on_invalid=args.on_invalid, checkbox=args.checkbox, separators=args.separators,
+        thousands=args.thousands, decimal=args.decimal)
+
+
+def import_spec(args: argparse.Namespace) -> ImportSpec:
+    if args.concurrency < 1:
+        raise ConfigError("--concurrency must be at least 1")
+    mapping = MappingSpec.from_flags(args.map, args.mapping,
+                                     strict_columns=args.strict_columns,
+                                     ignore_unknown=args.ignore_unknown)
+    return ImportSpec(
+        object_type=canonical_object(args.object),
+        source=SourceSpec(args.source, delimiter=args.delimiter,
+                          encoding_errors=args.encoding_errors),
+        mode=args.mode, id_property=args.id_property, mapping=mapping,
+        options=normalize_options(args), on_conflict=args.on_conflict,
+        import_key=args.import_key, concurrency=args.concurrency)
+
+
+def run_import_command(args: argparse.Namespace) -> int:
+    spec = import_spec(args)
+    if args.dry_run:
+        raise ConfigError("--dry-run is not available in this build yet")
+    checkpoint = args.checkpoint or default_checkpoint(
+        str(spec.object_type), spec.mode, str(Path(args.source).resolve()),
+        str(args.base_url or ("sandbox" if args.sandbox else "")))
+    progress = ProgressView(quiet=args.quiet)
+
+    async def go() -> tuple[Summary, int]:
+        async with connect(args) as client:
+            return await run_import(client, checkpoint, spec, progress=progress)
+
+    summary, code = anyio.run(go)
+    write_outputs(checkpoint, spec, results=args.results, rejects=args.rejects)
+    if args.summary is not None:
+        write_summary(args.summary, [summary])
+    print_table(render_summaries([summary]), quiet=args.quiet)
+    if summary.stop_reason:
+        print(f"hsbulk: stopped: {summary.stop_reason}; run the same command again to "
+              "resume", file=sys.stderr)
+    return code
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hsbulk",
         description="Batch import/export for the HubSpot CRM API.",
+        epilog="Exit codes: 0 done; 1 done with rejected rows; 2 usage or configuration "
+        "error; 3 fatal API error; 4 stopped (daily quota, interrupt): run it again to resume.",
     )
     parser.add_argument("--version", action="version", version=f"hsbulk {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    add_import_parser(commands)
 
     from engine.sandbox import cli as sandbox_cli
 
@@ -47,12 +231,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
     )
+    if not getattr(args, "verbose", False):
+        logging.getLogger("aiohttp").setLevel(logging.WARNING)
     try:
         return command(args)
     except EngineError as exc:
         print(f"hsbulk: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("hsbulk: interrupted", file=sys.stderr)
+        print("hsbulk: interrupted; run the same command again to resume", file=sys.stderr)
         return 4

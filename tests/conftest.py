@@ -73,3 +73,58 @@ def most_in_any_window(times: list[float], window_s: float) -> int:
             lo += 1
         best = max(best, hi - lo + 1)
     return best
+
+
+class SandboxThread:
+    """A sandbox serving from its own thread and event loop, for tests that run the CLI."""
+
+    def __init__(self, **settings) -> None:
+        import threading
+
+        self.settings = settings
+        self.sandbox = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._loop = None
+        self._stop = None
+
+    def _serve(self) -> None:
+        import asyncio
+
+        from engine.sandbox import SandboxSettings, running_sandbox
+
+        async def main():
+            self._loop = asyncio.get_running_loop()
+            self._stop = asyncio.Event()
+            async with running_sandbox(SandboxSettings(**self.settings)) as sandbox:
+                self.sandbox = sandbox
+                self._ready.set()
+                await self._stop.wait()
+
+        asyncio.run(main())
+
+    def __enter__(self):
+        self._thread.start()
+        assert self._ready.wait(10), "sandbox did not start"
+        return self.sandbox
+
+    def __exit__(self, *exc) -> None:
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+
+
+@pytest.fixture
+def sandbox_env(monkeypatch):
+    """Start a threaded sandbox with the given settings; the token goes into the env."""
+    started = []
+
+    def start(**settings):
+        server = SandboxThread(**settings)
+        sandbox = server.__enter__()
+        started.append(server)
+        monkeypatch.setenv("HUBSPOT_ACCESS_TOKEN", sandbox.token)
+        return sandbox
+
+    yield start
+    for server in started:
+        server.__exit__(None, None, None)

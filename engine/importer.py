@@ -1,0 +1,797 @@
+"""`hsbulk import`: the scheduler of one import step.
+
+    source -> normalise -> encode -> batcher     (worker thread, one chunk at a time)
+      -> journal IN_FLIGHT -> senders x N -> outcome -> journal DONE
+
+Stages talk through a bounded memory object stream, so memory is bounded by the buffer,
+not by the file. Exactly-once comes from the journal (checkpoint.py): a batch is
+committed IN_FLIGHT before its request leaves and DONE with its per-row outcome after;
+a resumed run skips DONE batches and reconciles IN_FLIGHT creates by reading them back by
+their unique key before resending only what is missing. Creates therefore always carry a
+unique key: `--id-property` when given, else the import-key property holding
+`<job id>-<source row>`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import signal
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import anyio
+import anyio.to_thread
+import orjson
+import polars as pl
+from anyio.abc import TaskStatus
+
+from engine.batch import KEY, ROW, Batch, Batcher, encode_body, input_expr
+from engine.checkpoint import (
+    DONE,
+    IN_FLIGHT,
+    BatchRecord,
+    Reject,
+    Result,
+    SqliteCheckpoint,
+    Transition,
+)
+from engine.client import HubSpotClient, Response
+from engine.errors import (
+    ApiError,
+    ConfigError,
+    EngineError,
+    FatalApiError,
+    QuotaExhausted,
+    RetryableApiError,
+    TransportError,
+)
+from engine.mapping import MappingSpec, ResolvedMapping, resolve_mapping
+from engine.normalize import NormalizeOptions, NormalizePlan, expressions, normalize
+from engine.report import (
+    REJECT_SCHEMA,
+    RESULT_SCHEMA,
+    ProgressView,
+    Summary,
+    frame_of,
+    write_frame,
+)
+from engine.schema import ObjectType, Schema, fetch_schema
+from engine.source import Source, SourceSpec, open_source
+
+log = logging.getLogger("hsbulk.import")
+
+Mode = Literal["create", "update", "upsert"]
+OnConflict = Literal["reject", "update"]
+
+IMPORT_KEY = "hsbulk_import_key"
+NATURAL_KEYS = {"contacts": "email", "companies": "domain"}
+RECORD_ID = "hs_object_id"
+ID_HEADERS = ("hs_object_id", "record id", "id")
+GROUPS = {"contacts": "contactinformation", "companies": "companyinformation",
+          "deals": "dealinformation", "tickets": "ticketinformation"}
+CLOCK_SKEW_S = 300.0  # how far HubSpot's createdAt may trail our clock and still be ours
+
+
+@dataclass(frozen=True, slots=True)
+class ImportSpec:
+    """One import step: what to read, how to map it, and how to write it."""
+
+    object_type: ObjectType
+    source: SourceSpec
+    mode: Mode = "upsert"
+    id_property: str | None = None
+    mapping: MappingSpec = field(default_factory=MappingSpec)
+    options: NormalizeOptions = field(default_factory=NormalizeOptions)
+    on_conflict: OnConflict = "reject"
+    step: str = "import"
+    import_key: str = IMPORT_KEY
+    batch_size: int = 100
+    concurrency: int = 8
+    queue_batches: int = 64
+
+    def spec_hash(self, mapping: ResolvedMapping) -> str:
+        """What must not change between a run and its resume."""
+        described = {
+            "object": self.object_type.type_id, "mode": self.mode, "id": self.id_property,
+            "targets": [(t.property, t.column, t.constant, repr(t.options))
+                        for t in mapping.targets],
+            "options": repr(self.options), "batch": self.batch_size, "step": self.step,
+            "conflict": self.on_conflict, "import_key": self.import_key,
+        }
+        return hashlib.sha256(orjson.dumps(described)).hexdigest()[:32]
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPlan:
+    """How rows are identified to HubSpot and to the journal."""
+
+    id_property: str | None  # `idProperty` sent with update/upsert ids (None: record id)
+    id_column: str | None  # frame column whose value is each input's `id`
+    key_property: str | None  # create: unique property read back on reconcile
+    key_column: str | None  # frame column with each row's key (batches, journal, idmap)
+
+
+@dataclass(slots=True)
+class StepState:
+    rows_read: int = 0
+    sent_rows: int = 0
+    done_rows: int = 0
+    rejected_rows: int = 0
+    total_rows: int | None = None
+    stop_reason: str | None = None
+    stop_code: int = 0
+
+
+def _path(obj: ObjectType, tail: str) -> str:
+    return f"/crm/v3/objects/{obj.path_name}/{tail}"
+
+
+class Journal:
+    """The async face of the checkpoint: one writer thread, grouped commits."""
+
+    def __init__(self, checkpoint: SqliteCheckpoint) -> None:
+        self.checkpoint = checkpoint
+        self._pending: list[tuple[Transition, anyio.Event]] = []
+        self._wake = anyio.Event()
+        self._thread = anyio.CapacityLimiter(1)
+        self._closed = False
+        self._failure: BaseException | None = None
+
+    async def commit(self, transition: Transition) -> None:
+        if self._failure is not None:
+            raise self._failure
+        done = anyio.Event()
+        self._pending.append((transition, done))
+        self._wake.set()
+        await done.wait()
+        if self._failure is not None:
+            raise self._failure
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while True:
+            await self._wake.wait()
+            self._wake = anyio.Event()
+            group, self._pending = self._pending, []
+            if group:
+                try:
+                    with anyio.CancelScope(shield=True):
+                        await anyio.to_thread.run_sync(
+                            self.checkpoint.apply, [t for t, _ in group], limiter=self._thread
+                        )
+                except Exception as exc:  # the journal is broken: nothing may be sent now
+                    self._failure = exc
+                for _, done in group:
+                    done.set()
+            if self._closed and not self._pending:
+                return
+
+    def close(self) -> None:
+        self._closed = True
+        self._wake.set()
+
+    async def call(self, func: Callable[..., Any], *args: Any) -> Any:
+        return await anyio.to_thread.run_sync(func, *args, limiter=self._thread)
+
+
+@dataclass(slots=True)
+class Sent:
+    """What became of a set of inputs."""
+
+    results: list[Result] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
+    ids: dict[tuple[str, str, str], str] = field(default_factory=dict)
+
+    def merge(self, other: Sent) -> None:
+        self.results += other.results
+        self.rejects += other.rejects
+        self.ids.update(other.ids)
+
+
+class StepRunner:
+    """Runs one import step against one client and one checkpoint."""
+
+    def __init__(self, client: HubSpotClient, checkpoint: SqliteCheckpoint, spec: ImportSpec,
+                 *, progress: ProgressView | None = None) -> None:
+        self.client = client
+        self.checkpoint = checkpoint
+        self.spec = spec
+        self.progress = progress or ProgressView(quiet=True)
+        self.state = StepState()
+        self.journal = Journal(checkpoint)
+        self.schema: Schema | None = None
+        self.keys: KeyPlan | None = None
+        self.job_id = ""
+        self.batches_done: dict[int, BatchRecord] = {}
+        self.resumed = False
+        self.notes: list[str] = []
+        self._stopping = False
+
+    # -- planning ---------------------------------------------------------------------
+
+    def _key_plan(self, schema: Schema, mapping: ResolvedMapping) -> KeyPlan:
+        spec = self.spec
+        mapped = {t.property for t in mapping.targets}
+        obj_name = spec.object_type.name or spec.object_type.type_id
+        natural = NATURAL_KEYS.get(obj_name)
+        if spec.id_property is not None:
+            prop = schema.get(spec.id_property)
+            if prop is None:
+                raise ConfigError(f"--id-property {spec.id_property!r} is not a property of "
+                                  f"{spec.object_type}")
+            if not (prop.unique or prop.name == natural or prop.name == RECORD_ID):
+                raise ConfigError(
+                    f"--id-property {prop.name!r} does not have unique values in "
+                    f"{spec.object_type}; use {natural or 'a unique-value property'}")
+            if prop.name != RECORD_ID and prop.name not in mapped:
+                raise ConfigError(f"--id-property {prop.name!r} is not mapped from any column")
+        if spec.mode == "upsert":
+            if spec.id_property is None or spec.id_property == RECORD_ID:
+                raise ConfigError("--mode upsert needs --id-property naming a unique-value "
+                                  f"property (e.g. {natural or 'a custom unique property'})")
+            return KeyPlan(spec.id_property, spec.id_property, None, spec.id_property)
+        if spec.mode == "update":
+            if spec.id_property is None or spec.id_property == RECORD_ID:
+                return KeyPlan(None, RECORD_ID, None, RECORD_ID)
+            return KeyPlan(spec.id_property, spec.id_property, None, spec.id_property)
+        if spec.id_property is not None:
+            return KeyPlan(None, None, spec.id_property, spec.id_property)
+        return KeyPlan(None, None, spec.import_key, spec.import_key)
+
+    async def _ensure_import_key(self, schema: Schema) -> None:
+        name = self.spec.import_key
+        existing = schema.get(name)
+        if existing is not None:
+            if not existing.unique:
+                raise ConfigError(f"property {name!r} exists on {self.spec.object_type} but "
+                                  "without unique values; pass --id-property or another "
+                                  "--import-key")
+            return
+        obj = self.spec.object_type
+        group = GROUPS.get(obj.name or "", f"{obj.name or 'object'}information")
+        body = {"name": name, "label": "hsbulk import key", "type": "string",
+                "fieldType": "text", "groupName": group, "hasUniqueValue": True,
+                "description": "Set by hsbulk so that a retried create can never duplicate."}
+        try:
+            await self.client.post_json(f"/crm/v3/properties/{obj.path_name}", body)
+        except ApiError as exc:
+            if exc.status != 409:
+                raise
+        message = (f"created unique property {name!r} on {obj} so that retried creates "
+                   "cannot duplicate records")
+        log.info("%s", message)
+        self.notes.append(message)
+
+    def _id_column(self, source: Source) -> str | None:
+        """Update by record id: the source column that holds it."""
+        for src, prop in self.spec.mapping.pairs:
+            if prop == RECORD_ID:
+                return src
+        for header in source.columns:
+            if header.strip().lower() in ID_HEADERS:
+                return header
+        return None
+
+    # -- the run ------------------------------------------------------------------------
+
+    async def run(self) -> Summary:
+        spec = self.spec
+        started = time.monotonic()
+        source = open_source(spec.source)
+        schema = await fetch_schema(self.client, spec.object_type)
+        id_source: str | None = None
+        mapping_spec = spec.mapping
+        if spec.mode == "update" and spec.id_property in (None, RECORD_ID):
+            id_source = self._id_column(source)
+            if id_source is None:
+                raise ConfigError("--mode update needs the record id: map a column to "
+                                  "hs_object_id (--map 'Record ID=hs_object_id') or pass "
+                                  "--id-property")
+            mapping_spec = _without(mapping_spec, id_source)
+        mapping = resolve_mapping(mapping_spec, source.columns, schema)
+        keys = self._key_plan(schema, mapping)
+        if spec.mode == "create" and keys.key_property == spec.import_key:
+            await self._ensure_import_key(schema)
+        plan = expressions(schema, mapping, spec.options)
+        self.schema, self.keys = schema, keys
+        spec_hash = spec.spec_hash(mapping)
+        self.job_id = spec_hash[:12]
+        self.resumed = await self.journal.call(
+            self.checkpoint.open_job, spec.step, spec_hash,
+            {spec.step: source.fingerprint().digest})
+        self.batches_done = await self.journal.call(self.checkpoint.batches, spec.step)
+        if self.resumed:
+            self.notes.append(f"resumed from checkpoint {self.checkpoint.path}")
+        self.progress.start(f"{spec.step} ({spec.object_type} {spec.mode})",
+                            self.state.total_rows)
+        try:
+            await self._pipeline(source, plan, keys, id_source)
+        finally:
+            self.progress.stop()
+        return await self._summary(started)
+
+    async def _pipeline(self, source: Source, plan: NormalizePlan, keys: KeyPlan,
+                        id_source: str | None) -> None:
+        send, receive = anyio.create_memory_object_stream[Batch](self.spec.queue_batches)
+        try:
+            async with anyio.create_task_group() as outer:
+                await outer.start(self.journal.run)
+                watch = anyio.CancelScope()
+                outer.start_soon(self._watch_signals, watch)
+                try:
+                    async with anyio.create_task_group() as tg:
+                        async with receive:
+                            for _ in range(self.spec.concurrency):
+                                tg.start_soon(self._sender, receive.clone())
+                        await self._produce(send, source, plan, keys, id_source)
+                finally:
+                    watch.cancel()
+                    self.journal.close()
+        except BaseExceptionGroup as group:
+            leaf = _first_engine_error(group)
+            if leaf is not None:
+                raise leaf from None
+            raise
+
+    async def _watch_signals(self, scope: anyio.CancelScope) -> None:
+        with scope:
+            try:
+                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    async for signum in signals:
+                        self._stop("interrupted", 4)
+                        log.warning("received signal %d: finishing batches in flight, then "
+                                    "stopping (run the same command to resume)", signum)
+            except (NotImplementedError, ValueError):  # no signals here (not the main thread)
+                await anyio.sleep_forever()
+
+    def _stop(self, reason: str, code: int) -> None:
+        if not self._stopping:
+            self._stopping = True
+            self.state.stop_reason = reason
+            self.state.stop_code = code
+
+    async def _produce(self, send: anyio.abc.ObjectSendStream[Batch], source: Source,
+                       plan: NormalizePlan, keys: KeyPlan, id_source: str | None) -> None:
+        batcher = Batcher(self.spec.batch_size)
+        chunks = self._prepared_chunks(source, plan, keys, id_source)
+        async with send:
+            while not self._stopping:
+                chunk = await anyio.to_thread.run_sync(next, chunks, None)
+                if chunk is None:
+                    break
+                encoded, rejects, rows_read = chunk
+                self.state.rows_read += rows_read
+                if rejects:
+                    await self.journal.commit(Transition(self.spec.step, -1, "LOCAL",
+                                                         rejects=rejects))
+                    self.state.rejected_rows += len({r.source_row for r in rejects})
+                for batch in batcher.feed(encoded):
+                    await self._offer(send, batch)
+                    if self._stopping:
+                        return
+            if not self._stopping:
+                for batch in batcher.flush():
+                    await self._offer(send, batch)
+
+    async def _offer(self, send: anyio.abc.ObjectSendStream[Batch], batch: Batch) -> None:
+        record = self.batches_done.get(batch.seq)
+        if record is not None and record.state == DONE:
+            if record.rows != tuple(batch.rows):
+                raise ConfigError(f"batch {batch.seq} of step {self.spec.step} covers other "
+                                  "rows than when it was journaled; the input or the "
+                                  "normalisation changed: use a new --checkpoint")
+            self.state.done_rows += len(batch.rows)
+            self._show()
+            return
+        await send.send(batch)
+
+    def _prepared_chunks(self, source: Source, plan: NormalizePlan, keys: KeyPlan,
+                         id_source: str | None) -> Iterator[tuple[pl.DataFrame, list[Reject],
+                                                                   int]]:
+        """Runs in a worker thread: read, normalise, encode (polars releases the GIL)."""
+        properties = list(plan.properties)
+        if keys.key_property == self.spec.import_key:
+            properties.append(self.spec.import_key)
+        inputs = input_expr(properties, id_column=keys.id_column, id_property=keys.id_property)
+        for frame in source.batches():
+            valid, rejected = normalize(frame, plan)
+            extra: list[Reject] = []
+            if id_source is not None:
+                ids = frame.select(pl.col(ROW).cast(pl.Int64),
+                                   pl.col(id_source).str.strip_chars().alias(RECORD_ID))
+                valid = valid.join(ids, on=ROW, how="left", maintain_order="left")
+            if keys.key_property == self.spec.import_key:
+                valid = valid.with_columns(
+                    pl.concat_str(pl.lit(f"{self.job_id}-"), pl.col(ROW).cast(pl.String))
+                    .alias(self.spec.import_key))
+            if keys.key_column is not None:
+                key = pl.col(keys.key_column)
+                bad_key = key.is_null() | (key == "")
+                if keys.key_column == RECORD_ID:
+                    bad_key = bad_key | ~key.str.contains(r"^\d+$")
+                missing = valid.filter(bad_key)
+                if missing.height:
+                    extra = [
+                        Reject(row, keys.key_column, "MISSING_ID" if value in (None, "")
+                               else "INVALID_ID",
+                               f"{keys.key_column} is needed to identify the record"
+                               + ("" if value in (None, "") else
+                                  f"; {value!r} is not a HubSpot record id"), value)
+                        for row, value in missing.select(ROW, keys.key_column).iter_rows()
+                    ]
+                    valid = valid.filter(~bad_key)
+            local = extra + [Reject(int(r[0]), r[1] or "", r[3], r[4], r[2])
+                             for r in rejected.iter_rows()]
+            encoded = valid.select(
+                pl.col(ROW), inputs,
+                *([pl.col(keys.key_column).alias(KEY)] if keys.key_column else []))
+            yield encoded, local, frame.height
+
+    # -- senders ----------------------------------------------------------------------
+
+    async def _sender(self, receive: anyio.abc.ObjectReceiveStream[Batch]) -> None:
+        async with receive:
+            async for batch in receive:
+                if self._stopping:
+                    continue  # drain without sending: the next run picks these up
+                try:
+                    await self._process(batch)
+                except QuotaExhausted as exc:
+                    self._stop(str(exc), 4)
+                except (RetryableApiError, TransportError) as exc:
+                    self._stop(f"HubSpot unavailable after retries: {exc}", 4)
+
+    async def _process(self, batch: Batch) -> None:
+        step = self.spec.step
+        positions = list(range(len(batch.rows)))
+        outcome = Sent()
+        record = self.batches_done.get(batch.seq)
+        if record is not None and record.state == IN_FLIGHT and self.spec.mode == "create":
+            outcome, positions = await self._reconcile(batch, positions, record.started_at)
+        await self.journal.commit(Transition(step, batch.seq, IN_FLIGHT, rows=batch.rows,
+                                             keys=batch.keys))
+        started = time.time() if record is None or record.started_at is None else min(
+            time.time(), record.started_at)
+        if positions:
+            self.state.sent_rows += len(positions)
+            outcome.merge(await self._send(batch, positions, started))
+        await self.journal.commit(Transition(step, batch.seq, DONE, results=outcome.results,
+                                             rejects=outcome.rejects, ids=outcome.ids))
+        self.state.done_rows += len(batch.rows)
+        self.state.rejected_rows += len({r.source_row for r in outcome.rejects}
+                                        - {r.source_row for r in outcome.results})
+        self._show()
+
+    def _show(self) -> None:
+        stats = self.client.stats
+        self.progress.update(done=self.state.done_rows + self.state.rejected_rows,
+                             total=self.state.total_rows, sent=self.state.sent_rows,
+                             rejected=self.state.rejected_rows, retries=stats.retries,
+                             http_429=stats.http_429, description=self.spec.step)
+
+    async def _send(self, batch: Batch, positions: list[int], started: float) -> Sent:
+        """Send these inputs of `batch`; bisect a batch that fails whole."""
+        spec = self.spec
+        path = _path(spec.object_type, {"create": "batch/create", "update": "batch/update",
+                                        "upsert": "batch/upsert"}[spec.mode])
+        try:
+            response = await self.client.request("POST", path,
+                                                 body=encode_body(batch.subset(positions)))
+        except FatalApiError:
+            raise
+        except (QuotaExhausted, RetryableApiError):
+            raise
+        except ApiError as exc:
+            if len(positions) > 1:
+                half = len(positions) // 2
+                out = await self._send(batch, positions[:half], started)
+                out.merge(await self._send(batch, positions[half:], started))
+                return out
+            if exc.status == 409 and spec.mode == "create":
+                return await self._resolve_conflicts(batch, positions, started, exc.message)
+            row = batch.rows[positions[0]]
+            return Sent(rejects=[_reject_from(row, exc.status, exc.category, exc.message,
+                                              exc.errors)])
+        return await self._outcome(batch, positions, response, started)
+
+    async def _outcome(self, batch: Batch, positions: list[int], response: Response,
+                       started: float) -> Sent:
+        spec = self.spec
+        keys = self.keys
+        assert keys is not None
+        body = orjson.loads(response.body) if response.body else {}
+        by_row = {batch.rows[p]: p for p in positions}
+        by_key: dict[str, int] = {}
+        if batch.keys is not None:
+            by_key = {batch.keys[p].lower(): p for p in positions}
+        out = Sent()
+        placed: set[int] = set()
+        for result in body.get("results") or ():
+            position = _place(result, by_row, by_key, keys)
+            if position is None or position in placed:
+                continue
+            placed.add(position)
+            record_id = str(result.get("id"))
+            if spec.mode == "create":
+                action = "created"
+            elif spec.mode == "upsert":
+                action = "created" if result.get("new") else "updated"
+            else:
+                action = "updated"
+            out.results.append(Result(batch.rows[position], record_id, action))
+            if batch.keys is not None and keys.key_column != RECORD_ID:
+                prop = keys.key_property or keys.id_property or ""
+                out.ids[(self._object_name, prop, batch.keys[position])] = record_id
+        conflicts: list[int] = []
+        for error in body.get("errors") or ():
+            context = error.get("context") or {}
+            rows = [int(r) for r in context.get("objectWriteTraceId") or () if str(r).isdigit()]
+            targets = [by_row[r] for r in rows if r in by_row]
+            if not targets and batch.keys is not None:
+                targets = [by_key[str(i).lower()] for i in context.get("ids") or ()
+                           if str(i).lower() in by_key]
+            status = _int(error.get("status"))
+            for position in targets:
+                if position in placed:
+                    continue
+                placed.add(position)
+                if spec.mode == "create" and (status == 409 or
+                                              error.get("category") == "CONFLICT"):
+                    conflicts.append(position)
+                    continue
+                out.rejects.append(_reject_from(batch.rows[position], status,
+                                                error.get("category"), error.get("message"),
+                                                error.get("errors")))
+        if conflicts:
+            out.merge(await self._resolve_conflicts(batch, conflicts, started,
+                                                    "already exists"))
+        missing = [p for p in positions if p not in placed]
+        if missing and len(missing) < len(positions):
+            out.merge(await self._send(batch, missing, started))
+        elif missing:
+            out.rejects += [Reject(batch.rows[p], "", "NO_RESULT",
+                                   f"HubSpot answered {response.status} without a result or "
+                                   "an error for this row", None) for p in missing]
+        return out
+
+    @property
+    def _object_name(self) -> str:
+        obj = self.spec.object_type
+        return obj.name or obj.type_id
+
+    # -- exactly-once for creates ----------------------------------------------------
+
+    async def _read_by_key(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+        prop = self.keys.key_property if self.keys else None
+        assert prop is not None
+        found: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(keys), 100):
+            part = list(keys[start:start + 100])
+            payload = {"idProperty": prop, "properties": [prop],
+                       "inputs": [{"id": k} for k in part]}
+            response = await self.client.post_json(
+                _path(self.spec.object_type, "batch/read"), payload)
+            for result in (response.json() or {}).get("results") or ():
+                value = (result.get("properties") or {}).get(prop)
+                if value is not None:
+                    found[str(value).lower()] = result
+        return found
+
+    async def _reconcile(self, batch: Batch, positions: list[int],
+                         started_at: float | None) -> tuple[Sent, list[int]]:
+        """A create batch was in flight when the last run stopped: which rows landed?"""
+        assert batch.keys is not None
+        found = await self._read_by_key([batch.keys[p] for p in positions])
+        landed = [p for p in positions if batch.keys[p].lower() in found]
+        out = await self._claim(batch, landed, found, started_at or time.time())
+        rest = [p for p in positions if p not in set(landed)]
+        if landed:
+            log.info("batch %d: %d of %d rows had landed before the interruption; "
+                     "sending the other %d", batch.seq, len(landed), len(positions), len(rest))
+        return out, rest
+
+    async def _resolve_conflicts(self, batch: Batch, positions: list[int], started: float,
+                                 message: str) -> Sent:
+        assert batch.keys is not None
+        found = await self._read_by_key([batch.keys[p] for p in positions])
+        out = await self._claim(batch, [p for p in positions if batch.keys[p].lower() in found],
+                                found, started)
+        for p in positions:
+            if batch.keys[p].lower() not in found:
+                out.rejects.append(Reject(batch.rows[p], self.keys.key_property or "",
+                                          "CONFLICT", message, batch.keys[p])
+                                   if self.keys else Reject(batch.rows[p], "", "CONFLICT",
+                                                            message))
+        return out
+
+    async def _claim(self, batch: Batch, positions: list[int],
+                     found: Mapping[str, Mapping[str, Any]], started: float) -> Sent:
+        """Records found by key: ours (created by this job) or someone else's (conflict)."""
+        assert batch.keys is not None and self.keys is not None
+        prop = self.keys.key_property or ""
+        ours_always = prop == self.spec.import_key
+        out = Sent()
+        foreign: list[tuple[int, str]] = []
+        for p in positions:
+            record = found[batch.keys[p].lower()]
+            record_id = str(record.get("id"))
+            created = _epoch_s(record.get("createdAt"))
+            if ours_always or created is None or created >= started - CLOCK_SKEW_S:
+                out.results.append(Result(batch.rows[p], record_id, "created"))
+                out.ids[(self._object_name, prop, batch.keys[p])] = record_id
+            else:
+                foreign.append((p, record_id))
+        if foreign and self.spec.on_conflict == "update":
+            out.merge(await self._update_existing(batch, foreign))
+        else:
+            out.rejects += [Reject(batch.rows[p], prop, "CONFLICT",
+                                   f"a record with {prop}={batch.keys[p]!r} already exists "
+                                   f"(Existing ID: {rid}); use --on-conflict update to "
+                                   "update it", batch.keys[p]) for p, rid in foreign]
+        return out
+
+    async def _update_existing(self, batch: Batch, targets: list[tuple[int, str]]) -> Sent:
+        inputs = []
+        for p, record_id in targets:
+            source = orjson.loads(batch.inputs[p])
+            inputs.append(orjson.dumps({"id": record_id, "properties": source["properties"],
+                                        "objectWriteTraceId": str(batch.rows[p])}).decode())
+        update = Batch(batch.seq, [batch.rows[p] for p, _ in targets],
+                       [batch.keys[p] for p, _ in targets] if batch.keys else None, inputs)
+        out = Sent()
+        try:
+            response = await self.client.request(
+                "POST", _path(self.spec.object_type, "batch/update"), body=update.body)
+        except ApiError as exc:
+            if isinstance(exc, RetryableApiError | FatalApiError):
+                raise
+            return Sent(rejects=[_reject_from(r, exc.status, exc.category, exc.message,
+                                              exc.errors) for r in update.rows])
+        results = (response.json() or {}).get("results") or ()
+        by_id = {rid: p for p, (_, rid) in enumerate(targets)}
+        for result in results:
+            where = by_id.get(str(result.get("id")))
+            if where is not None:
+                out.results.append(Result(update.rows[where], str(result["id"]), "updated"))
+        done = {r.source_row for r in out.results}
+        out.rejects += [Reject(r, "", "NO_RESULT", "the update of the existing record "
+                               "returned no result") for r in update.rows if r not in done]
+        return out
+
+    # -- the account ------------------------------------------------------------------
+
+    async def _summary(self, started: float) -> Summary:
+        counts = await self.journal.call(self.checkpoint.counts, self.spec.step)
+        elapsed = time.monotonic() - started
+        stats = self.client.stats
+        state = "done" if self.state.stop_reason is None else "stopped"
+        summary = Summary(
+            step=self.spec.step, object=str(self.spec.object_type), mode=self.spec.mode,
+            rows_read=self.state.rows_read, created=counts.created, updated=counts.updated,
+            unchanged=counts.unchanged, rejected=counts.rejected, api_calls=stats.api_calls,
+            http_429=stats.http_429, retries=stats.retries, elapsed_s=round(elapsed, 3),
+            records_per_s=round(self.state.sent_rows / elapsed, 1) if elapsed else 0.0,
+            state=state, stop_reason=self.state.stop_reason,
+            checkpoint=str(self.checkpoint.path), resumed=self.resumed, notes=self.notes,
+        )
+        if state == "done":
+            await self.journal.call(self.checkpoint.set_job_state, self.spec.step, "DONE")
+        return summary
+
+
+def _first_engine_error(group: BaseExceptionGroup[BaseException]) -> EngineError | None:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            found = _first_engine_error(exc)
+            if found is not None:
+                return found
+        elif isinstance(exc, EngineError):
+            return exc
+    return None
+
+
+def _without(spec: MappingSpec, column: str) -> MappingSpec:
+    """The mapping without the record-id column (it is the input's id, not a property)."""
+    return MappingSpec(
+        pairs=tuple(p for p in spec.pairs if p[0] != column), file=spec.file, auto=spec.auto,
+        reserved=spec.reserved | {column}, strict_columns=spec.strict_columns,
+        ignore_unknown=spec.ignore_unknown)
+
+
+def _place(result: Mapping[str, Any], by_row: Mapping[int, int], by_key: Mapping[str, int],
+           keys: KeyPlan) -> int | None:
+    trace = result.get("objectWriteTraceId")
+    if trace is not None and str(trace).isdigit() and int(trace) in by_row:
+        return by_row[int(trace)]
+    if keys.key_column == RECORD_ID:
+        return by_key.get(str(result.get("id")))
+    prop = keys.key_property or keys.id_property
+    if prop is not None:
+        value = (result.get("properties") or {}).get(prop)
+        if value is not None:
+            return by_key.get(str(value).lower())
+    return None
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _reject_from(row: int, status: int | None, category: Any, message: Any,
+                 errors: Any) -> Reject:
+    code = str(category or status or "REJECTED")
+    column = ""
+    if isinstance(errors, list) and errors:
+        first = errors[0] if isinstance(errors[0], dict) else {}
+        code = str(first.get("code") or code)
+        names = (first.get("context") or {}).get("propertyName") or []
+        column = str(names[0]) if names else ""
+    return Reject(row, column, code, str(message or f"HTTP {status}"), None)
+
+
+def _epoch_s(value: Any) -> float | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def expected_calls(rows: int, batch_size: int = 100) -> int:
+    return math.ceil(rows / batch_size)
+
+
+async def run_import(client: HubSpotClient, checkpoint_path: Path, spec: ImportSpec, *,
+                     progress: ProgressView | None = None) -> tuple[Summary, int]:
+    """Run one step; returns the summary and the exit code it calls for."""
+    checkpoint = SqliteCheckpoint(checkpoint_path)
+    try:
+        runner = StepRunner(client, checkpoint, spec, progress=progress)
+        summary = await runner.run()
+    finally:
+        checkpoint.close()
+    if runner.state.stop_code:
+        return summary, runner.state.stop_code
+    return summary, 1 if summary.rejected else 0
+
+
+def write_outputs(checkpoint_path: Path, spec: ImportSpec, *, results: Path | None,
+                  rejects: Path | None) -> None:
+    """Results (source_row, id, action) and rejects (with the original fields) files."""
+    if results is None and rejects is None:
+        return
+    checkpoint = SqliteCheckpoint(checkpoint_path)
+    try:
+        if results is not None:
+            write_frame(results, frame_of(checkpoint.iter_results(spec.step), RESULT_SCHEMA))
+        if rejects is not None:
+            table = frame_of(checkpoint.iter_rejects(spec.step), REJECT_SCHEMA)
+            write_frame(rejects, _with_original_fields(table, spec))
+    finally:
+        checkpoint.close()
+
+
+def _with_original_fields(rejects: pl.DataFrame, spec: ImportSpec) -> pl.DataFrame:
+    """Join each reject with its row as read (one more streaming pass, rejects only)."""
+    if rejects.height == 0:
+        return rejects
+    wanted = rejects.get_column(ROW).unique().implode()
+    source = open_source(spec.source)
+    originals = [frame.filter(pl.col(ROW).cast(pl.Int64).is_in(wanted))
+                 for frame in source.batches(check=False)]
+    rows = pl.concat([f.with_columns(pl.col(ROW).cast(pl.Int64)) for f in originals],
+                     how="vertical_relaxed") if originals else None
+    if rows is None or rows.height == 0:
+        return rejects
+    clashing = {c: f"source.{c}" for c in rows.columns if c in rejects.columns and c != ROW}
+    return rejects.join(rows.rename(clashing), on=ROW, how="left", maintain_order="left")

@@ -1,0 +1,171 @@
+"""End-to-end imports through the CLI against a sandbox: server state, files, exit codes."""
+
+import csv
+import os
+from pathlib import Path
+
+import orjson
+import polars as pl
+
+from engine.cli import main
+
+
+def write_csv(path: Path, header: list[str], rows: list[list[str]]) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def contacts(n: int, start: int = 0) -> list[list[str]]:
+    return [[f"user{i}@example.com", f"First{i}", f"Last{i}", "Lead"] for i in
+            range(start, start + n)]
+
+
+HEADER = ["Email", "First Name", "Last Name", "Lifecycle Stage"]
+MAPS = ["--map", "Email=email", "--map", "First Name=firstname", "--map",
+        "Last Name=lastname", "--map", "Lifecycle Stage=lifecyclestage"]
+
+
+def run(tmp_path: Path, sandbox, source: Path, *extra: str) -> tuple[int, dict]:
+    summary = tmp_path / "summary.json"
+    code = main(["import", str(source), "--base-url", sandbox.base_url, "--rate", "none",
+                 "--checkpoint", str(tmp_path / "cp" / "job.db"), "--summary", str(summary),
+                 "--quiet", *extra])
+    return code, orjson.loads(summary.read_bytes())
+
+
+def test_upsert_writes_every_row_and_a_rerun_sends_nothing(tmp_path, sandbox_env):
+    sandbox = sandbox_env(rate_requests=None)
+    source = write_csv(tmp_path / "contacts.csv", HEADER, contacts(250))
+    code, summary = run(tmp_path, sandbox, source, "--object", "contacts", "--mode", "upsert",
+                        "--id-property", "email", *MAPS, "--results",
+                        str(tmp_path / "results.csv"))
+    assert code == 0
+    assert (summary["rows_read"], summary["created"], summary["rejected"]) == (250, 250, 0)
+    assert summary["balanced"] is True
+    stored = {r["properties"]["email"]: r for r in sandbox.records("contacts")}
+    assert len(stored) == 250
+    assert stored["user7@example.com"]["properties"]["lifecyclestage"] == "lead"
+    results = pl.read_csv(tmp_path / "results.csv", infer_schema=False)
+    assert results.height == 250
+    assert set(results["action"]) == {"created"}
+    assert results.filter(pl.col("source_row") == "8")["id"][0] == stored[
+        "user7@example.com"]["id"]
+    calls = sandbox.audit()["requests"]
+    code, summary = run(tmp_path, sandbox, source, "--object", "contacts", "--mode", "upsert",
+                        "--id-property", "email", *MAPS)
+    assert code == 0
+    assert summary["created"] == 250 and summary["rows_read"] == 250
+    assert sandbox.audit()["requests"] - calls == 1  # the property schema, nothing else
+
+
+def test_rows_only_the_server_rejects_are_isolated(tmp_path, sandbox_env):
+    sandbox = sandbox_env(rate_requests=None)
+    rows = contacts(100)
+    for i in (10, 50, 99):
+        rows[i][0] = f"not-an-email-{i}"
+    source = write_csv(tmp_path / "contacts.csv", HEADER, rows)
+    rejects = tmp_path / "rejects.csv"
+    code, summary = run(tmp_path, sandbox, source, "--object", "contacts", "--mode", "create",
+                        "--id-property", "email", *MAPS, "--rejects", str(rejects))
+    assert code == 1
+    assert (summary["created"], summary["rejected"], summary["rows_read"]) == (97, 3, 100)
+    assert len(sandbox.records("contacts")) == 97
+    table = pl.read_csv(rejects, infer_schema=False)
+    assert sorted(table["source_row"].cast(int)) == [11, 51, 100]
+    assert table["Email"].to_list() == ["not-an-email-10", "not-an-email-50", "not-an-email-99"]
+    assert all("email" in m.lower() for m in table["message"])
+    calls = sandbox.audit()["requests"]
+    code, summary = run(tmp_path, sandbox, source, "--object", "contacts", "--mode", "create",
+                        "--id-property", "email", *MAPS)
+    assert code == 1 and summary["created"] == 97 and summary["rejected"] == 3
+    assert sandbox.audit()["requests"] - calls == 1
+
+
+def test_create_without_a_key_never_duplicates_under_lost_responses(tmp_path, sandbox_env):
+    sandbox = sandbox_env(rate_requests=None, fault_lost=0.2, fault_5xx=0.1, fault_reset=0.05,
+                          seed=3)
+    rows = [[f"Deal {i}", str(i * 10)] for i in range(1000)]
+    source = write_csv(tmp_path / "deals.csv", ["Deal Name", "Amount"], rows)
+    code, summary = run(tmp_path, sandbox, source, "--object", "deals", "--mode", "create",
+                        "--map", "Deal Name=dealname", "--map", "Amount=amount")
+    assert code == 0, summary
+    assert summary["created"] == 1000 and summary["balanced"]
+    assert any("hsbulk_import_key" in note for note in summary["notes"])
+    audit = sandbox.audit(keys="deals:dealname")
+    assert audit["records"]["deals"]["live"] == 1000
+    assert audit["duplicates"]["deals:dealname"]["extra_records"] == 0
+    assert audit["faults"]["lost"] > 0
+
+
+def test_update_by_record_id(tmp_path, sandbox_env):
+    sandbox = sandbox_env(rate_requests=None)
+    source = write_csv(tmp_path / "contacts.csv", HEADER, contacts(5))
+    run(tmp_path, sandbox, source, "--object", "contacts", "--mode", "upsert",
+        "--id-property", "email", *MAPS)
+    ids = sorted(int(r["id"]) for r in sandbox.records("contacts"))
+    update = write_csv(tmp_path / "update.csv", ["Record ID", "First Name"],
+                       [[str(i), f"Renamed{i}"] for i in ids] + [["999999", "Ghost"],
+                                                                 ["abc", "Bad"]])
+    code, summary = main(["import", str(update), "--object", "contacts", "--mode", "update",
+                          "--base-url", sandbox.base_url, "--rate", "none", "--quiet",
+                          "--map", "First Name=firstname",
+                          "--checkpoint", str(tmp_path / "u.db"),
+                          "--summary", str(tmp_path / "u.json")]), None
+    summary = orjson.loads((tmp_path / "u.json").read_bytes())
+    assert code == 1
+    assert (summary["updated"], summary["rejected"]) == (5, 2)
+    names = {r["properties"]["firstname"] for r in sandbox.records("contacts")}
+    assert names == {f"Renamed{i}" for i in ids}
+
+
+def test_bad_token_is_a_fatal_error(tmp_path, sandbox_env, monkeypatch, capsys):
+    sandbox = sandbox_env(rate_requests=None)
+    token = "pat-na1-11111111-2222-3333-4444-555555555555"
+    monkeypatch.setenv("HUBSPOT_ACCESS_TOKEN", token)
+    source = write_csv(tmp_path / "contacts.csv", HEADER, contacts(3))
+    code = main(["import", str(source), "--object", "contacts", "--id-property", "email",
+                 "--base-url", sandbox.base_url, "--checkpoint", str(tmp_path / "x.db"), *MAPS])
+    assert code == 3
+    err = capsys.readouterr().err
+    assert "401" in err and token not in err and token[-8:] not in err
+    journal = tmp_path / "x.db"
+    assert not journal.exists() or token.encode() not in journal.read_bytes()
+
+
+def test_daily_quota_stops_with_4_and_the_rerun_finishes(tmp_path, sandbox_env):
+    sandbox = sandbox_env(rate_requests=None, daily_limit=4)
+    source = write_csv(tmp_path / "contacts.csv", HEADER, contacts(500))
+    args = ("--object", "contacts", "--mode", "upsert", "--id-property", "email", *MAPS)
+    code, summary = run(tmp_path, sandbox, source, *args)
+    assert code == 4
+    assert summary["state"] == "stopped" and "daily" in summary["stop_reason"].lower()
+    assert 0 < summary["created"] < 500
+    sandbox.configure(daily_limit=None)
+    code, summary = run(tmp_path, sandbox, source, *args)
+    assert code == 0 and summary["created"] == 500
+    assert len(sandbox.records("contacts")) == 500
+
+
+def test_a_changed_input_is_refused_on_resume(tmp_path, sandbox_env):
+    sandbox = sandbox_env(rate_requests=None)
+    source = write_csv(tmp_path / "contacts.csv", HEADER, contacts(5))
+    args = ("--object", "contacts", "--mode", "upsert", "--id-property", "email", *MAPS)
+    assert run(tmp_path, sandbox, source, *args)[0] == 0
+    write_csv(source, HEADER, contacts(6))
+    code = main(["import", str(source), "--base-url", sandbox.base_url, "--quiet",
+                 "--checkpoint", str(tmp_path / "cp" / "job.db"), *args])
+    assert code == 2
+
+
+def test_checkpoint_files_are_private(tmp_path, sandbox_env):
+    sandbox = sandbox_env(rate_requests=None)
+    source = write_csv(tmp_path / "contacts.csv", HEADER, contacts(3))
+    run(tmp_path, sandbox, source, "--object", "contacts", "--id-property", "email", *MAPS)
+    folder = tmp_path / "cp"
+    assert oct(os.stat(folder).st_mode & 0o777) == "0o700"
+    for name in os.listdir(folder):
+        assert oct(os.stat(folder / name).st_mode & 0o777) == "0o600", name
+        assert sandbox.token.encode() not in (folder / name).read_bytes()
