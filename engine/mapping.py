@@ -271,6 +271,9 @@ def resolve_mapping(spec: MappingSpec, headers: Iterable[str], schema: Schema) -
                       "(map them with --map or drop --strict-columns)")
     if errors:
         raise ConfigError("mapping: " + "; ".join(errors))
+    position = {h: i for i, h in enumerate(headers)}
+    targets.sort(key=lambda t: position.get(t.column, len(position)) if t.column is not None
+                 else len(position))
     return ResolvedMapping(tuple(targets), tuple(unmapped), tuple(ignored),
                            tuple(h for h in headers if h in spec.reserved), tuple(notes))
 

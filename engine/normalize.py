@@ -569,3 +569,26 @@ def rejected_rows(rejects: pl.DataFrame, valid: pl.DataFrame) -> int:
     if valid.height == 0:
         return rows.len()
     return rows.filter(~rows.is_in(valid.get_column(SOURCE_ROW).implode())).len()
+
+
+_SLASHED = r"^(\d{1,2})[/.\-](\d{1,2})[/.\-]\d{4}\b"
+
+
+def date_order_evidence(frame: pl.DataFrame, columns: Sequence[str]) -> tuple[int, int, int]:
+    """(values only valid as DMY, only as MDY, slashed values that fit both) in `columns`."""
+    dmy = mdy = both = 0
+    for column in columns:
+        parts = frame.select(pl.col(column).str.strip_chars().str.extract_groups(_SLASHED)
+                             .alias("p")).unnest("p")
+        if parts.width < 2:
+            continue
+        first, second = (parts.get_column(c).cast(pl.Int32, strict=False)
+                         for c in parts.columns[:2])
+        counts = pl.DataFrame({"a": first, "b": second}).select(
+            ((pl.col("a") > 12) & (pl.col("b") <= 12)).sum().alias("dmy"),
+            ((pl.col("b") > 12) & (pl.col("a") <= 12)).sum().alias("mdy"),
+            ((pl.col("a") <= 12) & (pl.col("b") <= 12) & (pl.col("a") != pl.col("b")))
+            .sum().alias("both"),
+        ).row(0)
+        dmy, mdy, both = dmy + counts[0], mdy + counts[1], both + counts[2]
+    return dmy, mdy, both
