@@ -1,0 +1,160 @@
+"""Kill -9 at random moments, re-run each time: nothing lost, nothing duplicated.
+
+A standalone sandbox with faults (5xx, resets, responses lost after the write committed);
+the import runs as a subprocess and is SIGKILLed again and again, then allowed to finish.
+"""
+
+import csv
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import orjson
+import pytest
+
+ROWS = 50_000
+KILLS = 10  # per import: 20 kill moments in all
+STAGES = ["Lead", "Marketing Qualified Lead", "Customer", "opportunity"]
+STAGE_VALUES = {"Lead": "lead", "Marketing Qualified Lead": "marketingqualifiedlead",
+                "Customer": "customer", "opportunity": "opportunity"}
+
+
+class StandaloneSandbox:
+    def __init__(self, *flags: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "engine", "sandbox", "--port", "0", *flags],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.base_url = self.token = ""
+        assert self.proc.stdout is not None
+        while not (self.base_url and self.token):
+            line = self.proc.stdout.readline()
+            assert line, "sandbox exited before printing its address"
+            key, _, value = line.strip().partition("=")
+            if key == "base_url":
+                self.base_url = value
+            elif key == "token":
+                self.token = value
+
+    def get(self, path: str):
+        with urllib.request.urlopen(self.base_url + path, timeout=60) as answer:
+            return json.loads(answer.read())
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(20)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+@pytest.fixture
+def faulty_sandbox():
+    sandbox = StandaloneSandbox("--rate", "0", "--fault-5xx", "0.02", "--fault-reset", "0.01",
+                                "--fault-lost", "0.01", "--seed", "11")
+    yield sandbox
+    sandbox.stop()
+
+
+def done_batches(journal: Path) -> int:
+    if not journal.exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=1) as db:
+            return db.execute("select count(*) from batches where state='DONE'").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+def import_until_done(sandbox, tmp_path: Path, name: str, args: list[str],
+                      rng: random.Random) -> tuple[dict, int]:
+    """SIGKILL the import at KILLS random points of its progress, then let it finish."""
+    env = {**os.environ, "HUBSPOT_ACCESS_TOKEN": sandbox.token}
+    summary = tmp_path / f"{name}.json"
+    journal = tmp_path / f"{name}.db"
+    command = [sys.executable, "-m", "engine", "import", *args, "--base-url", sandbox.base_url,
+               "--rate", "none", "--quiet", "--checkpoint", str(journal),
+               "--summary", str(summary)]
+    batches = ROWS // 100
+    thresholds = sorted(rng.sample(range(1, batches), KILLS))
+    killed = 0
+    for threshold in thresholds:
+        proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline:
+            if done_batches(journal) >= threshold:
+                proc.send_signal(signal.SIGKILL)
+                killed += 1
+                break
+            time.sleep(0.01)
+        proc.wait()
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return orjson.loads(summary.read_bytes()), killed
+
+
+@pytest.mark.timeout(600)
+def test_killed_imports_finish_exactly_once(tmp_path, faulty_sandbox):
+    rng = random.Random(5)
+    contacts = tmp_path / "contacts.csv"
+    expected_contacts = {}
+    with contacts.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["Email", "First Name", "Lifecycle Stage", "Unsubscribed", "Born"])
+        for i in range(ROWS):
+            stage = STAGES[i % 4]
+            optout = ["Yes", "no", "1", "off"][i % 4]
+            day = i % 28 + 1
+            writer.writerow([f"Person{i}@Example.com", f"P{i}", stage, optout,
+                             f"{day:02d}/03/1990"])
+            expected_contacts[f"person{i}@example.com"] = {
+                "firstname": f"P{i}", "lifecyclestage": STAGE_VALUES[stage],
+                "hs_email_optout": "true" if i % 2 == 0 else "false",
+                "date_of_birth": f"1990-03-{day:02d}"}
+    deals = tmp_path / "deals.csv"
+    expected_deals = {}
+    with deals.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["Deal Name", "Amount"])
+        for i in range(ROWS):
+            writer.writerow([f"Deal {i}", f"{i:,}.50"])
+            expected_deals[f"Deal {i}"] = {"amount": f"{i}.5"}
+
+    summary, killed_c = import_until_done(
+        faulty_sandbox, tmp_path, "contacts",
+        [str(contacts), "--object", "contacts", "--mode", "upsert", "--id-property", "email",
+         "--date-order", "DMY", "--map", "Email=email", "--map", "First Name=firstname",
+         "--map", "Lifecycle Stage=lifecyclestage", "--map", "Unsubscribed=hs_email_optout",
+         "--map", "Born=date_of_birth"], rng)
+    assert summary["rows_read"] == ROWS and summary["balanced"], summary
+    assert summary["created"] + summary["updated"] == ROWS and summary["rejected"] == 0
+    deal_summary, killed_d = import_until_done(
+        faulty_sandbox, tmp_path, "deals",
+        [str(deals), "--object", "deals", "--mode", "create", "--map", "Deal Name=dealname",
+         "--map", "Amount=amount"], rng)
+    assert deal_summary["created"] == ROWS and deal_summary["balanced"], deal_summary
+    assert killed_c + killed_d >= 2 * KILLS - 2  # the kills really interrupted imports
+
+    audit = faulty_sandbox.get("/__sandbox/audit?keys=contacts:email,deals:dealname")
+    assert audit["records"]["contacts"]["live"] == ROWS
+    assert audit["records"]["deals"]["live"] == ROWS
+    assert audit["duplicates"]["contacts:email"]["extra_records"] == 0
+    assert audit["duplicates"]["deals:dealname"]["extra_records"] == 0
+    assert audit["faults"]["lost"] > 0 and audit["faults"]["reset"] > 0
+
+    stored = {r["properties"]["email"].lower(): r["properties"]
+              for r in faulty_sandbox.get("/__sandbox/records/contacts")["results"]}
+    assert stored.keys() == expected_contacts.keys()
+    for email, want in expected_contacts.items():
+        assert {k: stored[email].get(k) for k in want} == want, email
+    stored_deals = {r["properties"]["dealname"]: r["properties"]
+                    for r in faulty_sandbox.get("/__sandbox/records/deals")["results"]}
+    assert stored_deals.keys() == expected_deals.keys()
+    for name, want in expected_deals.items():
+        assert stored_deals[name]["amount"] == want["amount"], name
