@@ -19,12 +19,13 @@ import anyio
 from engine import __version__
 from engine.client import HubSpotClient
 from engine.config import ClientSettings, Rate, Secret, load_token, resolve_base_url
+from engine.dryrun import run_dry
 from engine.errors import ConfigError, EngineError
 from engine.importer import ImportSpec, run_import, write_outputs
 from engine.mapping import MappingSpec
 from engine.normalize import NormalizeOptions
 from engine.report import ProgressView, Summary, print_table, render_summaries, write_summary
-from engine.schema import canonical_object
+from engine.schema import Schema, canonical_object, fetch_schema
 from engine.source import SourceSpec
 
 log = logging.getLogger("hsbulk")
@@ -148,6 +149,9 @@ def add_import_parser(commands: argparse._SubParsersAction[argparse.ArgumentPars
                         help="normalise and plan without writing anything to HubSpot")
     parser.add_argument("--emit-normalized", type=Path, metavar="PATH",
                         help="with --dry-run: write the values that would be sent")
+    parser.add_argument("--daily-quota", type=int, default=250_000, metavar="N",
+                        help="with --dry-run: the daily API quota to plan against "
+                        "(default 250,000, the lowest tier)")
     add_normalize_options(parser)
     add_connection_options(parser)
     parser.set_defaults(handler=run_import_command)
@@ -177,8 +181,10 @@ def import_spec(args: argparse.Namespace) -> ImportSpec:
 
 def run_import_command(args: argparse.Namespace) -> int:
     spec = import_spec(args)
+    if args.emit_normalized is not None and not args.dry_run:
+        raise ConfigError("--emit-normalized goes with --dry-run")
     if args.dry_run:
-        raise ConfigError("--dry-run is not available in this build yet")
+        return run_dry_run(args, spec)
     checkpoint = args.checkpoint or default_checkpoint(
         str(spec.object_type), spec.mode, str(Path(args.source).resolve()),
         str(args.base_url or ("sandbox" if args.sandbox else "")))
@@ -197,6 +203,23 @@ def run_import_command(args: argparse.Namespace) -> int:
         print(f"hsbulk: stopped: {summary.stop_reason}; run the same command again to "
               "resume", file=sys.stderr)
     return code
+
+
+def run_dry_run(args: argparse.Namespace, spec: ImportSpec) -> int:
+    """Read the schema, normalise everything, write rejects/normalized files; send nothing."""
+
+    async def schema() -> Schema:
+        async with connect(args) as client:
+            return await fetch_schema(client, spec.object_type)
+
+    rate: Rate | None = args.rate
+    plan = run_dry(spec.source, anyio.run(schema), spec.mapping, spec.options,
+                   rejects_path=args.rejects, normalized_path=args.emit_normalized,
+                   rate_per_10s=round(rate.per_s * 10) if rate else 1000,
+                   daily_quota=args.daily_quota)
+    if not args.quiet:
+        print(plan.render())
+    return plan.exit_code
 
 
 def build_parser() -> argparse.ArgumentParser:

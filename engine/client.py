@@ -224,7 +224,7 @@ class HubSpotClient:
         while True:
             error: Exception
             async with self._slots:
-                sent_at, seq = await limiter.acquire()
+                ticket = await limiter.acquire()
                 self.stats.api_calls += 1
                 if search:
                     self.stats.search_calls += 1
@@ -234,10 +234,12 @@ class HubSpotClient:
                     self.stats.transport_errors += 1
                     answer = None
                     error = exc
+                finally:
+                    limiter.complete(ticket)
             delay = 0.0
             if answer is not None:
                 self.stats.statuses[answer.status] += 1
-                limiter.observe(answer.headers, sent_at=sent_at, seq=seq)
+                limiter.observe(answer.headers, sent_at=ticket.sent_at, seq=ticket.seq)
                 if 200 <= answer.status < 300:
                     log.debug("%s %s -> %d", method, path, answer.status)
                     return answer

@@ -42,6 +42,7 @@ from engine.checkpoint import (
     Transition,
 )
 from engine.client import HubSpotClient, Response
+from engine.dryrun import prepare
 from engine.errors import (
     ApiError,
     ConfigError,
@@ -51,8 +52,8 @@ from engine.errors import (
     RetryableApiError,
     TransportError,
 )
-from engine.mapping import MappingSpec, ResolvedMapping, resolve_mapping
-from engine.normalize import NormalizeOptions, NormalizePlan, expressions, normalize
+from engine.mapping import MappingSpec, ResolvedMapping
+from engine.normalize import NormalizeOptions, NormalizePlan, normalize
 from engine.report import (
     REJECT_SCHEMA,
     RESULT_SCHEMA,
@@ -294,11 +295,13 @@ class StepRunner:
                                   "hs_object_id (--map 'Record ID=hs_object_id') or pass "
                                   "--id-property")
             mapping_spec = _without(mapping_spec, id_source)
-        mapping = resolve_mapping(mapping_spec, source.columns, schema)
+        mapping, options, plan = await anyio.to_thread.run_sync(
+            prepare, source, schema, mapping_spec, spec.options)
         keys = self._key_plan(schema, mapping)
         if spec.mode == "create" and keys.key_property == spec.import_key:
             await self._ensure_import_key(schema)
-        plan = expressions(schema, mapping, spec.options)
+        if options.date_order != spec.options.date_order:
+            self.notes.append(f"date order {options.date_order} detected from the file")
         self.schema, self.keys = schema, keys
         spec_hash = spec.spec_hash(mapping)
         self.job_id = spec_hash[:12]

@@ -1,10 +1,16 @@
 """HubSpot's rolling window, kept from the client side.
 
-Guarantee: at most `requests` sends in any `window_s * (1 + margin)` interval of send
-times. With network jitter below `margin * window_s`, the server then never sees more
-than `requests` arrivals in any `window_s` interval. A sliding log does this exactly; a
-leaky bucket that starts full (aiolimiter's `AsyncLimiter(R, W)`) lets about 2R through
-in the first window, and a no-burst schedule gives up a window of throughput at start.
+Guarantee: the server never sees more than `requests` arrivals in any `window_s`
+interval, whatever the network and scheduling jitter. The server counts a request when
+it arrives, and a request arrives after we send it and before its answer comes back. So
+a request counts against our log from the moment it is sent until `window_s` after its
+answer (or failure) came back: a new request may leave only when fewer than `requests`
+others are in that state. Measured on a loaded 2-core machine, logging send times alone
+(with a 2% margin) still drew 429s: a request delayed between the limiter and the socket
+arrives late and shares a server window with one sent a full window after it.
+
+A leaky bucket that starts full (aiolimiter's `AsyncLimiter(R, W)`) lets about 2R through
+in the first window; a no-burst schedule gives up most of a window at start.
 
 The limit adapts (AIMD): a 429 or a server that reports less remaining budget than our
 own log explains (another client shares the app) cuts the limit; it then recovers
@@ -15,10 +21,11 @@ arithmetic over an injected clock; `acquire()` only sleeps until the computed sl
 from __future__ import annotations
 
 import bisect
+import heapq
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import anyio
 
@@ -70,6 +77,13 @@ class Observation:
         )
 
 
+class Ticket(NamedTuple):
+    """One granted request: pass it back to `complete` when its answer (or error) is in."""
+
+    sent_at: float
+    seq: int
+
+
 class RollingWindowLimiter:
     """A sliding log of send times shared by every request of a run (one per token)."""
 
@@ -98,6 +112,9 @@ class RollingWindowLimiter:
         self.recover_windows = recover_windows
         self.max_pause_s = max_pause_s
         self._sent: list[float] = []  # send times, ascending (the clock is monotonic)
+        self._answered: list[float] = []  # heap: answer times still inside the window
+        self._in_flight = 0
+        self._changed = anyio.Event()
         self._start = 0  # entries before this index are older than any window we ask about
         self._sent_total = 0
         self._floor = float(requests)  # the limit right after the last cut
@@ -123,14 +140,21 @@ class RollingWindowLimiter:
         )
         return max(1, int(min(float(self.requests), recovered)))
 
-    def next_slot(self, now: float) -> float:
-        """The earliest time a request may be sent, given everything sent so far."""
+    def next_slot(self, now: float) -> float | None:
+        """The earliest time a request may be sent; None: when a request in flight ends."""
         slot = max(now, self._paused_until)
         limit = self.limit(slot)
-        live = len(self._sent) - self._start
-        if live >= limit:
-            slot = max(slot, self._sent[-limit] + self.span_s)
-        return slot
+        horizon = slot - self.span_s
+        answered = self._answered
+        while answered and answered[0] <= horizon:
+            heapq.heappop(answered)
+        busy = len(answered) + self._in_flight
+        if busy < limit:
+            return slot
+        expire = busy - limit + 1  # this many answered entries must leave the window
+        if expire > len(answered):
+            return None
+        return heapq.nsmallest(expire, answered)[-1] + self.span_s
 
     def count_in_window(self, end: float, span_s: float | None = None) -> int:
         """How many sends fall in `(end - span, end]`."""
@@ -205,16 +229,27 @@ class RollingWindowLimiter:
 
     # -- the async shell ------------------------------------------------------------
 
-    async def acquire(self) -> tuple[float, int]:
-        """Wait for a slot; returns (send time, sequence number) to pass to `observe`."""
+    def complete(self, ticket: Ticket) -> None:
+        """The request's answer (or failure) is in: from now on it leaves the window."""
+        self._in_flight -= 1
+        heapq.heappush(self._answered, self.clock.now())
+        self._changed.set()
+
+    async def acquire(self) -> Ticket:
+        """Wait for a slot; pass the ticket to `complete` (and `observe`) afterwards."""
         async with self._lock:
             while True:
                 self.check_daily_nowait()
                 now = self.clock.now()
                 slot = self.next_slot(now)
-                if slot <= now:
-                    return now, self.record_send_nowait(now)
-                await self.clock.sleep(slot - now)
+                if slot is None:
+                    self._changed = anyio.Event()
+                    await self._changed.wait()
+                elif slot <= now:
+                    self._in_flight += 1
+                    return Ticket(now, self.record_send_nowait(now))
+                else:
+                    await self.clock.sleep(slot - now)
 
     def __repr__(self) -> str:
         now = self.clock.now()
@@ -236,9 +271,12 @@ class Unlimited:
         self.clock: Clock = clock or AnyioClock()
         self._seq = 0
 
-    async def acquire(self) -> tuple[float, int]:
+    async def acquire(self) -> Ticket:
         self._seq += 1
-        return self.clock.now(), self._seq
+        return Ticket(self.clock.now(), self._seq)
+
+    def complete(self, ticket: Ticket) -> None:
+        return None
 
     def observe(self, headers: Mapping[str, str], *, sent_at: float, seq: int) -> None:
         return None
@@ -252,7 +290,9 @@ class Limiter(Protocol):
     cuts: int
     pauses: int
 
-    async def acquire(self) -> tuple[float, int]: ...
+    async def acquire(self) -> Ticket: ...
+
+    def complete(self, ticket: Ticket) -> None: ...
 
     def observe(self, headers: Mapping[str, str], *, sent_at: float, seq: int) -> None: ...
 

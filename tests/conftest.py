@@ -1,6 +1,11 @@
 from __future__ import annotations
 
+import json
+import signal
+import subprocess
+import sys
 import time
+import urllib.request
 
 import anyio
 import pytest
@@ -128,3 +133,30 @@ def sandbox_env(monkeypatch):
     yield start
     for server in started:
         server.__exit__(None, None, None)
+
+
+class StandaloneSandbox:
+    def __init__(self, *flags: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "engine", "sandbox", "--port", "0", *flags],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.base_url = self.token = ""
+        assert self.proc.stdout is not None
+        while not (self.base_url and self.token):
+            line = self.proc.stdout.readline()
+            assert line, "sandbox exited before printing its address"
+            key, _, value = line.strip().partition("=")
+            if key == "base_url":
+                self.base_url = value
+            elif key == "token":
+                self.token = value
+
+    def get(self, path: str):
+        with urllib.request.urlopen(self.base_url + path, timeout=60) as answer:
+            return json.loads(answer.read())
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(20)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()

@@ -8,6 +8,7 @@ import orjson
 import polars as pl
 
 from engine.cli import main
+from tests.conftest import StandaloneSandbox
 
 
 def write_csv(path: Path, header: list[str], rows: list[list[str]]) -> Path:
@@ -169,3 +170,43 @@ def test_checkpoint_files_are_private(tmp_path, sandbox_env):
     for name in os.listdir(folder):
         assert oct(os.stat(folder / name).st_mode & 0o777) == "0o600", name
         assert sandbox.token.encode() not in (folder / name).read_bytes()
+
+
+def test_dry_run_sends_nothing_and_writes_what_would_be_sent(tmp_path, sandbox_env, capsys):
+    sandbox = sandbox_env(rate_requests=None)
+    rows = [*contacts(4), ["bad@example.com", "X", "Y", "Nonsense Stage"]]
+    source = write_csv(tmp_path / "contacts.csv", HEADER, rows)
+    normalized = tmp_path / "normalized.parquet"
+    rejects = tmp_path / "rejects.csv"
+    code = main(["import", str(source), "--object", "contacts", "--id-property", "email",
+                 "--base-url", sandbox.base_url, "--dry-run", "--emit-normalized",
+                 str(normalized), "--rejects", str(rejects), *MAPS])
+    assert code == 1
+    assert "Rejected: 1" in capsys.readouterr().out
+    assert sandbox.records("contacts") == []
+    sent = pl.read_parquet(normalized)
+    assert sent["source_row"].to_list() == [1, 2, 3, 4]
+    assert set(sent["lifecyclestage"]) == {"lead"}
+    assert pl.read_csv(rejects)["code"].to_list() == ["INVALID_OPTION"]
+
+
+def test_rate_limit_is_kept_with_zero_429s_at_full_speed(tmp_path, monkeypatch):
+    """1,000 batch calls at 100/2s against a sandbox process that enforces the same window."""
+    sandbox = StandaloneSandbox("--rate", "100/2s")
+    try:
+        monkeypatch.setenv("HUBSPOT_ACCESS_TOKEN", sandbox.token)
+        source = write_csv(tmp_path / "contacts.csv", HEADER, contacts(100_000))
+        summary_path = tmp_path / "s.json"
+        code = main(["import", str(source), "--object", "contacts", "--id-property", "email",
+                     "--base-url", sandbox.base_url, "--rate", "100/2s", "--quiet",
+                     "--checkpoint", str(tmp_path / "r.db"), "--summary", str(summary_path),
+                     *MAPS])
+        audit = sandbox.get("/__sandbox/audit")
+    finally:
+        sandbox.stop()
+    summary = orjson.loads(summary_path.read_bytes())
+    assert code == 0 and summary["created"] == 100_000
+    assert summary["http_429"] == 0 and audit["http_429"] == 0, summary
+    assert summary["api_calls"] == 1_001  # the schema, then 1,000 batches
+    assert audit["window"]["max_accepted_in_any_window"] <= 100
+    assert summary["api_calls"] / summary["elapsed_s"] >= 0.95 * 100 / 2, summary

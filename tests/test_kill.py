@@ -5,7 +5,6 @@ the import runs as a subprocess and is SIGKILLed again and again, then allowed t
 """
 
 import csv
-import json
 import os
 import random
 import signal
@@ -13,44 +12,18 @@ import sqlite3
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import orjson
 import pytest
+
+from tests.conftest import StandaloneSandbox
 
 ROWS = 50_000
 KILLS = 10  # per import: 20 kill moments in all
 STAGES = ["Lead", "Marketing Qualified Lead", "Customer", "opportunity"]
 STAGE_VALUES = {"Lead": "lead", "Marketing Qualified Lead": "marketingqualifiedlead",
                 "Customer": "customer", "opportunity": "opportunity"}
-
-
-class StandaloneSandbox:
-    def __init__(self, *flags: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "engine", "sandbox", "--port", "0", *flags],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        self.base_url = self.token = ""
-        assert self.proc.stdout is not None
-        while not (self.base_url and self.token):
-            line = self.proc.stdout.readline()
-            assert line, "sandbox exited before printing its address"
-            key, _, value = line.strip().partition("=")
-            if key == "base_url":
-                self.base_url = value
-            elif key == "token":
-                self.token = value
-
-    def get(self, path: str):
-        with urllib.request.urlopen(self.base_url + path, timeout=60) as answer:
-            return json.loads(answer.read())
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(20)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
 
 
 @pytest.fixture

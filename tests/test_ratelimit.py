@@ -15,8 +15,9 @@ async def acquire_many(limiter, callers: int, total: int) -> list[float]:
     async def caller():
         while remaining[0] > 0:
             remaining[0] -= 1
-            at, _ = await limiter.acquire()
-            sent.append(at)
+            ticket = await limiter.acquire()
+            limiter.complete(ticket)  # answered at once
+            sent.append(ticket.sent_at)
 
     async with anyio.create_task_group() as tg:
         for _ in range(callers):
@@ -64,7 +65,8 @@ async def test_an_absurd_pause_is_clamped(clock):
 async def test_headers_showing_another_client_slow_us_down(clock):
     limiter = RollingWindowLimiter(100, 10.0, clock=clock)
     for _ in range(10):
-        at, seq = await limiter.acquire()
+        at, seq = ticket = await limiter.acquire()
+        limiter.complete(ticket)
     # We sent 10 in the window, but the server says 60 are used: 50 are someone else's.
     limiter.observe({"X-HubSpot-RateLimit-Max": "100", "X-HubSpot-RateLimit-Remaining": "40",
                      "X-HubSpot-RateLimit-Interval-Milliseconds": "10000"},
@@ -77,7 +79,8 @@ async def test_headers_showing_another_client_slow_us_down(clock):
 async def test_headers_that_agree_with_us_change_nothing(clock):
     limiter = RollingWindowLimiter(100, 10.0, clock=clock)
     for _ in range(10):
-        at, seq = await limiter.acquire()
+        at, seq = ticket = await limiter.acquire()
+        limiter.complete(ticket)
     limiter.observe({"X-HubSpot-RateLimit-Max": "100", "X-HubSpot-RateLimit-Remaining": "90"},
                     sent_at=at, seq=seq)
     assert limiter.limit(clock.now()) == 100
@@ -101,6 +104,35 @@ async def test_daily_reserve_stops_before_the_quota(clock):
         await limiter.acquire()
     with pytest.raises(QuotaExhausted, match="reserve of 5"):
         await limiter.acquire()
+
+
+async def test_a_slot_is_not_reused_until_a_window_after_the_answer(clock):
+    """The server counts on arrival, which can be as late as the answer: a request counts
+    from its send until a window after its answer."""
+    limiter = RollingWindowLimiter(2, 1.0, margin=0.0, clock=clock)
+    first = await limiter.acquire()
+    await limiter.acquire()
+    clock.t += 5.0  # the first request takes 5 s to answer
+    limiter.complete(first)
+    third = await limiter.acquire()
+    assert third.sent_at >= first.sent_at + 5.0 + 1.0
+
+
+async def test_a_full_window_in_flight_waits_for_an_answer(clock):
+    limiter = RollingWindowLimiter(1, 1.0, margin=0.0, clock=clock)
+    first = await limiter.acquire()
+    got = []
+
+    async def second():
+        got.append(await limiter.acquire())
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(second)
+        await anyio.wait_all_tasks_blocked()
+        assert got == []  # still blocked: the first has not been answered
+        clock.t += 2.0
+        limiter.complete(first)
+    assert got[0].sent_at >= 1003.0
 
 
 @pytest.mark.timeout(60)
