@@ -111,19 +111,46 @@ class Batcher:
         """`frame` holds `source_row`, `__input` and optionally `__key`, in source order."""
         rows = frame.get_column(ROW).to_list()
         inputs = frame.get_column(INPUT).to_list()
-        keys = frame.get_column(KEY).to_list() if KEY in frame.columns else None
-        self._keyed = keys is not None
+        keys: list[str] | None = None
+        self._keyed = KEY in frame.columns
+        if self._keyed:
+            folded = frame.get_column(KEY).str.to_lowercase()
+            keys = frame.get_column(KEY).to_list()
+            if not folded.is_duplicated().any() and self._seen.isdisjoint(
+                    folded.head(self.size).to_list()):
+                keys_folded = None  # no key repeats: batches are plain slices
+            else:
+                keys_folded = folded.to_list()
+        if not self._keyed or keys_folded is None:
+            yield from self._slices(rows, inputs, keys)
+            return
+        assert keys is not None
         for i, row in enumerate(rows):
-            if keys is not None:
-                key = keys[i]
-                if key in self._seen:
-                    yield self._cut()
-                self._seen.add(key)
-                self._keys.append(key)
+            key = keys_folded[i]
+            if key in self._seen:
+                yield self._cut()
+            self._seen.add(key)
+            self._keys.append(keys[i])
             self._rows.append(row)
             self._inputs.append(inputs[i])
             if len(self._rows) >= self.size:
                 yield self._cut()
+
+    def _slices(self, rows: list[int], inputs: list[str],
+                keys: list[str] | None) -> Iterator[Batch]:
+        start, total = 0, len(rows)
+        while start < total:
+            take = min(self.size - len(self._rows), total - start)
+            end = start + take
+            self._rows += rows[start:end]
+            self._inputs += inputs[start:end]
+            if keys is not None:
+                self._keys += keys[start:end]
+            start = end
+            if len(self._rows) >= self.size:
+                yield self._cut()
+        if keys is not None:  # only the open batch's keys can clash with the next chunk
+            self._seen = {k.lower() for k in self._keys}
 
     def flush(self) -> Iterator[Batch]:
         if self._rows:

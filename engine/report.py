@@ -158,6 +158,8 @@ class ProgressView:
 
     def update(self, *, done: int, total: int | None, sent: int, rejected: int, retries: int,
                http_429: int, description: str) -> None:
+        if self.quiet:
+            return
         elapsed = max(time.monotonic() - self._started, 1e-9)
         rate = done / elapsed
         stats = (f"{rate:,.0f} rows/s sent {sent:,} rejected {rejected:,} "

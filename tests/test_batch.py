@@ -63,3 +63,11 @@ def test_a_repeated_key_closes_the_batch():
     batches = list(batcher.feed(frame)) + list(batcher.flush())
     assert [b.keys for b in batches] == [["a", "b"], ["a", "c"]]
     assert orjson.loads(encode_body(batches[0].inputs)) == {"inputs": [{}, {}]}
+
+
+def test_a_key_repeated_across_chunks_closes_the_open_batch():
+    batcher = Batcher(100)
+    first = pl.DataFrame({ROW: [1, 2], INPUT: ["{}"] * 2, KEY: ["a@x.com", "b@x.com"]})
+    second = pl.DataFrame({ROW: [3, 4], INPUT: ["{}"] * 2, KEY: ["A@X.com", "c@x.com"]})
+    batches = [*batcher.feed(first), *batcher.feed(second), *batcher.flush()]
+    assert [b.rows for b in batches] == [[1, 2], [3, 4]]
