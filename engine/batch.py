@@ -23,14 +23,31 @@ KEY = "__key"
 INPUT = "__input"
 
 
-def _field(name: str) -> pl.Expr:
-    """`"name":"value"` for non-null cells of column `name`, else null."""
+_NEEDS_ESCAPE = r'["\\\x00-\x1f]'
+
+
+def _field(name: str, clean: bool = False) -> pl.Expr:
+    """`"name":"value"` for non-null cells of column `name`, else null.
+
+    `clean`: no cell of the column holds a quote, a backslash or a control character,
+    so the value goes between quotes as it is (about 3x cheaper than JSON-encoding it).
+    """
+    if clean:
+        return pl.lit(f"{_json_string(name)}:\"") + pl.col(name) + pl.lit('"')
     encoded = pl.struct(pl.col(name)).struct.json_encode()
     return (
         pl.when(pl.col(name).is_not_null())
         .then(encoded.str.slice(1).str.strip_suffix("}"))
         .otherwise(None)
     )
+
+
+def clean_columns(frame: pl.DataFrame, names: Sequence[str]) -> frozenset[str]:
+    """The columns of `frame` whose values need no JSON escaping."""
+    if not names:
+        return frozenset()
+    dirty = frame.select(pl.col(n).str.contains(_NEEDS_ESCAPE).any().alias(n) for n in names)
+    return frozenset(n for n in names if not dirty.get_column(n)[0])
 
 
 def _quoted(expr: pl.Expr, name: str = "v") -> pl.Expr:
@@ -46,16 +63,18 @@ def input_expr(
     id_property: str | None = None,
     associations_column: str | None = None,
     trace: bool = True,
+    clean: frozenset[str] = frozenset(),
 ) -> pl.Expr:
     """One JSON object per row: `{"id"?, "idProperty"?, "properties", "associations"?,
-    "objectWriteTraceId"}`. `associations_column` holds ready JSON arrays (or null)."""
+    "objectWriteTraceId"}`. `associations_column` holds ready JSON arrays (or null);
+    `clean` names columns known to need no escaping (see `clean_columns`)."""
     parts: list[pl.Expr] = [pl.lit("{")]
     if id_column is not None:
         parts += [pl.lit('"id":'), _quoted(pl.col(id_column)), pl.lit(",")]
         if id_property is not None:
             parts.append(pl.lit(f'"idProperty":{_json_string(id_property)},'))
-    props = pl.concat_str([_field(name) for name in properties], separator=",",
-                          ignore_nulls=True) if properties else pl.lit("")
+    props = pl.concat_str([_field(name, name in clean) for name in properties],
+                          separator=",", ignore_nulls=True) if properties else pl.lit("")
     parts += [pl.lit('"properties":{'), props.fill_null(""), pl.lit("}")]
     if associations_column is not None:
         parts.append(

@@ -32,7 +32,7 @@ import orjson
 import polars as pl
 from anyio.abc import TaskStatus
 
-from engine.batch import KEY, ROW, Batch, Batcher, encode_body, input_expr
+from engine.batch import KEY, ROW, Batch, Batcher, clean_columns, encode_body, input_expr
 from engine.checkpoint import (
     DONE,
     IN_FLIGHT,
@@ -403,7 +403,6 @@ class StepRunner:
         properties = list(plan.properties)
         if keys.key_property == self.spec.import_key:
             properties.append(self.spec.import_key)
-        inputs = input_expr(properties, id_column=keys.id_column, id_property=keys.id_property)
         for frame in source.batches():
             valid, rejected = normalize(frame, plan)
             extra: list[Reject] = []
@@ -431,8 +430,14 @@ class StepRunner:
                         for row, value in missing.select(ROW, keys.key_column).iter_rows()
                     ]
                     valid = valid.filter(~bad_key)
-            local = extra + [Reject(int(r[0]), r[1] or "", r[3], r[4], r[2])
+            if rejected.height:
+                sent = rejected.get_column(ROW).is_in(valid.get_column(ROW).implode())
+                rejected = rejected.with_columns(sent.alias("__sent"))
+            local = extra + [Reject(int(r[0]), r[1] or "", r[3], r[4], r[2], not r[5])
                              for r in rejected.iter_rows()]
+            inputs = input_expr(properties, id_column=keys.id_column,
+                                id_property=keys.id_property,
+                                clean=clean_columns(valid, properties))
             encoded = valid.select(
                 pl.col(ROW), inputs,
                 *([pl.col(keys.key_column).alias(KEY)] if keys.key_column else []))

@@ -3,7 +3,7 @@ import polars as pl
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.batch import INPUT, KEY, ROW, Batcher, encode_body, input_expr
+from engine.batch import INPUT, KEY, ROW, Batcher, clean_columns, encode_body, input_expr
 
 
 def encode(frame: pl.DataFrame, **kwargs) -> list[dict]:
@@ -71,3 +71,14 @@ def test_a_key_repeated_across_chunks_closes_the_open_batch():
     second = pl.DataFrame({ROW: [3, 4], INPUT: ["{}"] * 2, KEY: ["A@X.com", "c@x.com"]})
     batches = [*batcher.feed(first), *batcher.feed(second), *batcher.flush()]
     assert [b.rows for b in batches] == [[1, 2], [3, 4]]
+
+
+@given(st.lists(st.one_of(st.none(), st.text(max_size=12)), min_size=1, max_size=30))
+def test_unescaped_fast_path_encodes_exactly_like_json(values):
+    frame = pl.DataFrame({ROW: list(range(1, len(values) + 1)), "note": values},
+                         schema={ROW: pl.Int64, "note": pl.String})
+    clean = clean_columns(frame, ["note"])
+    got = encode(frame, properties=["note"], clean=clean)
+    want = [{"properties": {} if v is None else {"note": v}, "objectWriteTraceId": str(i + 1)}
+            for i, v in enumerate(values)]
+    assert got == want
