@@ -95,6 +95,7 @@ class Transition:
     results: Sequence[Result] = ()
     rejects: Sequence[Reject] = ()
     ids: Mapping[tuple[str, str, str], str] = field(default_factory=dict)
+    edges: int = 0  # association batches: edges written
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,14 +227,16 @@ class SqliteCheckpoint:
                 db.execute(
                     "update batches set state=?, results=?, created=?, updated=?, unchanged=? "
                     "where step=? and seq=?",
-                    (t.state, orjson.dumps([rows, ids, actions]), actions.count("created"),
+                    (t.state, orjson.dumps([rows, ids, actions]),
+                     actions.count("created") + t.edges,
                      actions.count("updated"), actions.count("unchanged"), t.step, t.seq))
                 if t.rejects:
                     self._insert_rejects(t.step, t.rejects)
                 if t.ids:
                     db.executemany(
                         "insert or replace into idmap values (?, ?, ?, ?)",
-                        [(obj, prop, key, rid) for (obj, prop, key), rid in t.ids.items()],
+                        [(obj, prop, key.lower(), rid)
+                         for (obj, prop, key), rid in t.ids.items()],
                     )
             db.execute("commit")
         except BaseException:
@@ -295,7 +298,7 @@ class SqliteCheckpoint:
             "select distinct source_row from rejects where step=?", (step,))}
 
     def lookup_ids(self, obj: str, prop: str, keys: Iterable[str]) -> dict[str, str]:
-        wanted = list(keys)
+        wanted = [key.lower() for key in keys]
         found: dict[str, str] = {}
         for start in range(0, len(wanted), 500):
             part = wanted[start : start + 500]

@@ -12,6 +12,7 @@ import hashlib
 import logging
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import anyio
@@ -22,6 +23,7 @@ from engine.config import ClientSettings, Rate, Secret, load_token, resolve_base
 from engine.dryrun import run_dry
 from engine.errors import ConfigError, EngineError
 from engine.importer import ImportSpec, run_import, write_outputs
+from engine.job import load_job, run_job, write_reports
 from engine.mapping import MappingSpec
 from engine.normalize import NormalizeOptions
 from engine.report import ProgressView, Summary, print_table, render_summaries, write_summary
@@ -222,6 +224,42 @@ def run_dry_run(args: argparse.Namespace, spec: ImportSpec) -> int:
     return plan.exit_code
 
 
+def add_run_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "run", help="run a multi-step migration described by a job file (TOML)",
+        description="Run every step of JOB.toml in dependency order (associations after "
+        "their targets), journaled as one job: re-run the same command to resume.")
+    parser.add_argument("job", type=Path, help="the job file")
+    parser.add_argument("--reports", type=Path, metavar="DIR",
+                        help="write per-step results and rejects files here")
+    add_connection_options(parser)
+    parser.set_defaults(handler=run_job_command)
+
+
+def run_job_command(args: argparse.Namespace) -> int:
+    job = load_job(args.job)
+    if args.checkpoint is not None:
+        job = replace(job, checkpoint=args.checkpoint)
+    progress = ProgressView(quiet=args.quiet)
+
+    async def go() -> tuple[list[Summary], int]:
+        async with connect(args) as client:
+            return await run_job(client, job, progress=progress)
+
+    summaries, code = anyio.run(go)
+    reports = args.reports or job.reports
+    if reports is not None:
+        write_reports(job, reports)
+    if args.summary is not None:
+        write_summary(args.summary, summaries, job=job.name, exit_code=code)
+    print_table(render_summaries(summaries), quiet=args.quiet)
+    for summary in summaries:
+        if summary.stop_reason:
+            print(f"hsbulk: step {summary.step} stopped: {summary.stop_reason}; run the same "
+                  "command again to resume", file=sys.stderr)
+    return code
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hsbulk",
@@ -233,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     add_import_parser(commands)
+    add_run_parser(commands)
 
     from engine.sandbox import cli as sandbox_cli
 

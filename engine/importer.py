@@ -215,6 +215,7 @@ class StepRunner:
         self.resumed = False
         self.notes: list[str] = []
         self._stopping = False
+        self._stats_at_start = (0, 0, 0)
 
     # -- planning ---------------------------------------------------------------------
 
@@ -286,6 +287,8 @@ class StepRunner:
     async def run(self) -> Summary:
         spec = self.spec
         started = time.monotonic()
+        stats = self.client.stats
+        self._stats_at_start = (stats.api_calls, stats.http_429, stats.retries)
         source = open_source(spec.source)
         schema = await fetch_schema(self.client, spec.object_type)
         id_source: str | None = None
@@ -700,8 +703,10 @@ class StepRunner:
         summary = Summary(
             step=self.spec.step, object=str(self.spec.object_type), mode=self.spec.mode,
             rows_read=self.state.rows_read, created=counts.created, updated=counts.updated,
-            unchanged=counts.unchanged, rejected=counts.rejected, api_calls=stats.api_calls,
-            http_429=stats.http_429, retries=stats.retries, elapsed_s=round(elapsed, 3),
+            unchanged=counts.unchanged, rejected=counts.rejected,
+            api_calls=stats.api_calls - self._stats_at_start[0],
+            http_429=stats.http_429 - self._stats_at_start[1],
+            retries=stats.retries - self._stats_at_start[2], elapsed_s=round(elapsed, 3),
             records_per_s=round(self.state.sent_rows / elapsed, 1) if elapsed else 0.0,
             state=state, stop_reason=self.state.stop_reason,
             checkpoint=str(self.checkpoint.path), resumed=self.resumed, notes=self.notes,

@@ -81,6 +81,7 @@ class Summary:
     rejected: int = 0
     associations: int = 0
     association_rejects: int = 0
+    association_calls: int = 0
     api_calls: int = 0
     http_429: int = 0
     retries: int = 0
@@ -117,12 +118,14 @@ def write_summary(path: Path, summaries: Sequence[Summary], **extra: Any) -> Non
 
 def render_summaries(summaries: Sequence[Summary]) -> Table:
     table = Table(title="hsbulk summary")
-    for name in ("step", "rows", "created", "updated", "rejected", "assoc.", "calls",
+    for name in ("step", "rows", "created", "updated", "rejected", "associations", "calls",
                  "429s", "time", "rec/s", "state"):
         table.add_column(name, justify="left" if name in {"step", "state"} else "right")
     for s in summaries:
         table.add_row(s.step, f"{s.rows_read:,}", f"{s.created:,}", f"{s.updated:,}",
-                      f"{s.rejected:,}", f"{s.associations:,}", f"{s.api_calls:,}",
+                      f"{s.rejected:,}", f"{s.associations:,}"
+                      + (f" ({s.association_rejects:,} not found)" if s.association_rejects
+                         else ""), f"{s.api_calls:,}",
                       f"{s.http_429:,}", f"{s.elapsed_s:.1f}s", f"{s.records_per_s:,.0f}",
                       s.state if s.stop_reason is None else f"{s.state}: {s.stop_reason}")
     return table
@@ -185,4 +188,7 @@ class ProgressView:
 
 def print_table(table: Table, *, quiet: bool = False) -> None:
     if not quiet:
-        Console(file=sys.stdout).print(table)
+        console = Console(file=sys.stdout)
+        if not console.is_terminal:
+            console = Console(file=sys.stdout, width=140)
+        console.print(table)

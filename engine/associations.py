@@ -1,0 +1,279 @@
+"""Associations: natural key -> record id, label -> type id, and v4 batch association calls.
+
+A step's associations are written after its records (every target step ran before it):
+the source is read again for the key columns, each row's record id comes from the step's
+journaled results, each target key resolves through the journal's id map and then, for
+keys this job did not write, batch reads by `idProperty` (cached back into the id map).
+Edges go out through `crm/v4/associations/{from}/{to}/batch/create` (labeled) or
+`batch/associate/default`, filling every call up to the endpoint's input limit. Both are
+idempotent, so the journal protocol needs no read-back: an IN_FLIGHT batch is resent.
+A row whose target does not exist is reported; it never blocks the record itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import anyio.to_thread
+import orjson
+import polars as pl
+
+from engine.checkpoint import DONE, IN_FLIGHT, Reject, SqliteCheckpoint, Transition
+from engine.client import HubSpotClient
+from engine.errors import ApiError, ConfigError, FatalApiError, RetryableApiError
+from engine.schema import ObjectType
+from engine.source import Source
+
+log = logging.getLogger("hsbulk.associations")
+
+ROW = "source_row"
+DEFAULT_INPUT_LIMIT = 2_000
+READ_LIMIT = 100
+
+
+@dataclass(frozen=True, slots=True)
+class AssociationRule:
+    """`[[steps.associations]]`: link each row to the `to` step's record named by `column`."""
+
+    to_step: str
+    to_object: ObjectType
+    column: str
+    key: str
+    label: str | None = None
+    type_id: int | None = None
+    create_label: bool = False
+    inverse_label: str | None = None
+
+    def step_key(self, step: str) -> str:
+        return f"{step}>{self.to_step}:{self.column}"
+
+
+@dataclass(frozen=True, slots=True)
+class AssociationType:
+    category: str
+    type_id: int
+
+
+@dataclass(slots=True)
+class AssociationOutcome:
+    edges: int = 0
+    rejected_rows: int = 0
+    calls: int = 0
+
+
+def _path(frm: ObjectType, to: ObjectType, tail: str) -> str:
+    return f"/crm/v4/associations/{frm.path_name}/{to.path_name}/{tail}"
+
+
+def _label_name(label: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_") or "label"
+
+
+async def resolve_type(client: HubSpotClient, frm: ObjectType, to: ObjectType,
+                       rule: AssociationRule) -> AssociationType | None:
+    """The association type to write: by label name or type id; None for the default."""
+    if rule.label is None and rule.type_id is None:
+        return None
+    labels = await _labels(client, frm, to)
+    if rule.label is None:
+        for entry in labels:
+            if entry.get("typeId") == rule.type_id:
+                return AssociationType(str(entry.get("category")), int(entry["typeId"]))
+        raise ConfigError(f"association type id {rule.type_id} does not exist between {frm} "
+                          f"and {to}; known: {_known(labels)}")
+    wanted = rule.label.strip().lower()
+    found = _by_label(labels, wanted)
+    if found is None and rule.create_label:
+        body: dict[str, Any] = {"name": _label_name(rule.label), "label": rule.label}
+        if rule.inverse_label:
+            body["inverseLabel"] = rule.inverse_label
+        await client.post_json(_path(frm, to, "labels"), body)
+        log.info("created association label %r between %s and %s", rule.label, frm, to)
+        found = _by_label(await _labels(client, frm, to), wanted)
+    if found is None:
+        raise ConfigError(f"no association label {rule.label!r} between {frm} and {to} "
+                          f"(known: {_known(labels)}); add create_label = true to create it")
+    return found
+
+
+async def _labels(client: HubSpotClient, frm: ObjectType, to: ObjectType) -> list[dict[str, Any]]:
+    body = await client.get_json(_path(frm, to, "labels"))
+    results = body.get("results") if isinstance(body, dict) else None
+    return [r for r in results or () if isinstance(r, dict)]
+
+
+def _by_label(labels: Iterable[Mapping[str, Any]], wanted: str) -> AssociationType | None:
+    for entry in labels:
+        if str(entry.get("label") or "").strip().lower() == wanted:
+            return AssociationType(str(entry.get("category")), int(entry["typeId"]))
+    return None
+
+
+def _known(labels: Sequence[Mapping[str, Any]]) -> str:
+    return ", ".join(f"{e.get('label') or '(unlabeled)'}={e.get('typeId')}" for e in labels)
+
+
+class KeyResolver:
+    """Natural key -> record id: the journal's id map, then batch reads (cached)."""
+
+    def __init__(self, client: HubSpotClient, checkpoint: SqliteCheckpoint) -> None:
+        self.client = client
+        self.checkpoint = checkpoint
+
+    async def resolve(self, obj: ObjectType, prop: str, keys: Iterable[str]) -> dict[str, str]:
+        """Lower-cased key -> id for the keys that exist."""
+        name = obj.name or obj.type_id
+        wanted = sorted({k.lower() for k in keys})
+        found: dict[str, str] = await anyio.to_thread.run_sync(
+            self.checkpoint.lookup_ids, name, prop, wanted)
+        missing = [k for k in wanted if k not in found]
+        learned: dict[tuple[str, str, str], str] = {}
+        for start in range(0, len(missing), READ_LIMIT):
+            part = missing[start:start + READ_LIMIT]
+            payload = {"idProperty": prop, "properties": [prop],
+                       "inputs": [{"id": key} for key in part]}
+            if prop == "hs_object_id":
+                payload = {"properties": [prop], "inputs": [{"id": key} for key in part]}
+            response = await self.client.post_json(
+                f"/crm/v3/objects/{obj.path_name}/batch/read", payload)
+            for result in (response.json() or {}).get("results") or ():
+                value = (result.get("properties") or {}).get(prop)
+                if value is None and prop == "hs_object_id":
+                    value = result.get("id")
+                if value is not None:
+                    found[str(value).lower()] = str(result["id"])
+                    learned[(name, prop, str(value).lower())] = str(result["id"])
+        if learned:
+            await anyio.to_thread.run_sync(
+                self.checkpoint.apply, [Transition("idmap", -1, "LOCAL", ids=learned)])
+        return found
+
+
+def _edge_frame(source: Source, rule: AssociationRule, results: pl.DataFrame) -> pl.DataFrame:
+    """(source_row, from_id, key) for rows written by the step with a non-empty key."""
+    if rule.column not in source.columns:
+        raise ConfigError(f"association column {rule.column!r} is not in {source.spec.path} "
+                          f"(columns: {', '.join(source.columns)})")
+    parts = [batch.select(pl.col(ROW), pl.col(rule.column).str.strip_chars().alias("key"))
+             .filter(pl.col("key").is_not_null() & (pl.col("key") != ""))
+             for batch in source.batches(check=False)]
+    keys = pl.concat(parts) if parts else pl.DataFrame(
+        schema={ROW: pl.Int64, "key": pl.String})
+    return keys.join(results, on=ROW, how="inner").sort(ROW)
+
+
+def results_frame(checkpoint: SqliteCheckpoint, step: str) -> pl.DataFrame:
+    frames = [pl.DataFrame({ROW: [r[0] for r in chunk], "from_id": [r[1] for r in chunk]},
+                           schema={ROW: pl.Int64, "from_id": pl.String})
+              for chunk in checkpoint.iter_results(step)]
+    return pl.concat(frames) if frames else pl.DataFrame(
+        schema={ROW: pl.Int64, "from_id": pl.String})
+
+
+async def write_associations(
+    client: HubSpotClient, checkpoint: SqliteCheckpoint, *, step: str, obj: ObjectType,
+    source: Source, rule: AssociationRule, input_limit: int = DEFAULT_INPUT_LIMIT,
+) -> AssociationOutcome:
+    """Write one association rule of one step; resumable through the journal."""
+    key = rule.step_key(step)
+    kind = await resolve_type(client, obj, rule.to_object, rule)
+    results = await anyio.to_thread.run_sync(results_frame, checkpoint, step)
+    frame = await anyio.to_thread.run_sync(_edge_frame, source, rule, results)
+    resolver = KeyResolver(client, checkpoint)
+    ids = await resolver.resolve(rule.to_object, rule.key, frame.get_column("key").to_list())
+    frame = frame.with_columns(
+        pl.col("key").str.to_lowercase().replace_strict(ids, default=None).alias("to_id"))
+    missing = frame.filter(pl.col("to_id").is_null())
+    rejects = [Reject(row, rule.column, "ASSOCIATION_TARGET_NOT_FOUND",
+                      f"no {rule.to_object} with {rule.key}={value!r}: the record was written "
+                      "without this association", value)
+               for row, value in missing.select(ROW, "key").iter_rows()]
+    if rejects:
+        await anyio.to_thread.run_sync(checkpoint.record_rejects, key, rejects)
+    edges = frame.filter(pl.col("to_id").is_not_null()).unique(
+        ["from_id", "to_id"], keep="first", maintain_order=True)
+    journal = await anyio.to_thread.run_sync(checkpoint.batches, key)
+    outcome = AssociationOutcome()
+    batches = math.ceil(edges.height / input_limit)
+    sender = _EdgeSender(client, obj, rule.to_object, kind, input_limit)
+    for seq in range(batches):
+        part = edges.slice(seq * input_limit, input_limit)
+        rows = part.get_column(ROW).to_list()
+        record = journal.get(seq)
+        if record is not None and record.state == DONE:
+            continue
+        await anyio.to_thread.run_sync(checkpoint.apply, [
+            Transition(key, seq, IN_FLIGHT, rows=rows)])
+        written, errors = await sender.send(part)
+        await anyio.to_thread.run_sync(checkpoint.apply, [
+            Transition(key, seq, DONE, rejects=errors, edges=written)])
+    outcome.calls = sender.calls
+    counts = await anyio.to_thread.run_sync(checkpoint.counts, key)
+    outcome.edges = counts.created
+    outcome.rejected_rows = counts.rejected
+    return outcome
+
+
+class _EdgeSender:
+    """Sends edges, splitting a call the endpoint finds too large (and remembering that)."""
+
+    def __init__(self, client: HubSpotClient, frm: ObjectType, to: ObjectType,
+                 kind: AssociationType | None, limit: int) -> None:
+        self.client = client
+        self.path = _path(frm, to, "batch/create" if kind else "batch/associate/default")
+        self.kind = kind
+        self.limit = limit
+        self.calls = 0
+
+    def _inputs(self, part: pl.DataFrame) -> list[dict[str, Any]]:
+        types = ([{"associationCategory": self.kind.category,
+                   "associationTypeId": self.kind.type_id}] if self.kind else None)
+        out: list[dict[str, Any]] = []
+        for from_id, to_id in part.select("from_id", "to_id").iter_rows():
+            item: dict[str, Any] = {"from": {"id": from_id}, "to": {"id": to_id}}
+            if types is not None:
+                item["types"] = types
+            out.append(item)
+        return out
+
+    async def send(self, part: pl.DataFrame) -> tuple[int, list[Reject]]:
+        if part.height > self.limit:
+            half = part.height // 2
+            a = await self.send(part.slice(0, half))
+            b = await self.send(part.slice(half))
+            return a[0] + b[0], a[1] + b[1]
+        self.calls += 1
+        try:
+            response = await self.client.request(
+                "POST", self.path, body=orjson.dumps({"inputs": self._inputs(part)}))
+        except (FatalApiError, RetryableApiError):
+            raise
+        except ApiError as exc:
+            if exc.status == 400 and "limit" in exc.message.lower() and part.height > 1:
+                self.limit = max(1, part.height // 2)
+                log.info("association calls limited to %d inputs", self.limit)
+                return await self.send(part)
+            return 0, [Reject(row, "", str(exc.category or exc.status), exc.message, None)
+                       for row in part.get_column(ROW).to_list()]
+        errors = (response.json() or {}).get("errors") or ()
+        if not errors:
+            return part.height, []
+        by_side: dict[str, dict[str, list[int]]] = {"fromObjectId": {}, "toObjectId": {}}
+        for row, from_id, to_id in part.select(ROW, "from_id", "to_id").iter_rows():
+            by_side["fromObjectId"].setdefault(from_id, []).append(row)
+            by_side["toObjectId"].setdefault(to_id, []).append(row)
+        failed: dict[int, Reject] = {}
+        for error in errors:
+            context = error.get("context") or {}
+            for side, rows_of in by_side.items():
+                for record_id in context.get(side) or ():
+                    for row in rows_of.get(str(record_id), ()):
+                        failed[row] = Reject(
+                            row, "", str(error.get("category") or "ASSOCIATION_FAILED"),
+                            str(error.get("message")), None)
+        return part.height - len(failed), list(failed.values())

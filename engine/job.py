@@ -1,0 +1,322 @@
+"""Job files (`hsbulk run JOB.toml`): several import steps and their associations.
+
+The file is read strictly: unknown keys are errors (a typo must not silently drop an
+option), sources resolve relative to the job file, and steps are ordered so that every
+association target is written before the step that points at it (a cycle is an error).
+"""
+
+from __future__ import annotations
+
+import graphlib
+import logging
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from engine.associations import AssociationRule, write_associations
+from engine.checkpoint import SqliteCheckpoint
+from engine.client import HubSpotClient
+from engine.errors import ApiError, ConfigError, QuotaExhausted, RetryableApiError, TransportError
+from engine.importer import GROUPS, IMPORT_KEY, ImportSpec, StepRunner, write_outputs
+from engine.mapping import MappingSpec
+from engine.normalize import NormalizeOptions
+from engine.report import REJECT_SCHEMA, ProgressView, Summary, frame_of, write_frame
+from engine.schema import canonical_object, fetch_schema
+from engine.source import SourceSpec, open_source
+
+log = logging.getLogger("hsbulk.job")
+
+JOB_KEYS = {"name", "checkpoint", "reports"}
+STEP_KEYS = {"name", "object", "source", "mode", "id_property", "map", "mapping", "options",
+             "properties", "associations"}
+OPTION_KEYS = {"date_order", "timezone", "dates", "empty", "on_invalid", "checkbox",
+               "separators", "thousands", "decimal", "delimiter", "encoding_errors",
+               "on_conflict", "import_key", "strict_columns", "ignore_unknown", "auto_map"}
+NORMALIZE_KEYS = {"date_order", "timezone", "dates", "empty", "on_invalid", "checkbox",
+                  "separators", "thousands", "decimal"}
+PROPERTY_KEYS = {"name", "label", "type", "field_type", "options", "unique", "group",
+                 "description"}
+ASSOCIATION_KEYS = {"to", "column", "key", "label", "type_id", "create_label",
+                    "inverse_label"}
+
+
+@dataclass(frozen=True, slots=True)
+class PropertyToCreate:
+    """`[[steps.properties]]`: created on the step's object before it runs, if missing."""
+
+    name: str
+    label: str
+    type: str
+    field_type: str
+    options: tuple[tuple[str, str], ...] = ()
+    unique: bool = False
+    group: str | None = None
+    description: str = ""
+
+    def body(self, default_group: str) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "name": self.name, "label": self.label, "type": self.type,
+            "fieldType": self.field_type, "groupName": self.group or default_group,
+            "description": self.description, "hasUniqueValue": self.unique,
+        }
+        if self.options:
+            body["options"] = [{"label": label, "value": value, "displayOrder": i}
+                               for i, (label, value) in enumerate(self.options)]
+        return body
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    name: str
+    spec: ImportSpec
+    properties: tuple[PropertyToCreate, ...] = ()
+    associations: tuple[AssociationRule, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    name: str
+    path: Path
+    checkpoint: Path
+    steps: tuple[Step, ...]
+    reports: Path | None = None
+
+    def is_target(self, step: str) -> bool:
+        return any(rule.to_step == step for s in self.steps for rule in s.associations)
+
+
+def _check_keys(table: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: "
+                          f"{', '.join(sorted(allowed))}")
+
+
+def _table(value: Any, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where} must be a table")
+    return value
+
+
+def _tables(value: Any, where: str) -> list[dict[str, Any]]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise ConfigError(f"{where} must be an array of tables ([[{where}]])")
+    return value
+
+
+def _text(table: Mapping[str, Any], key: str, where: str, default: str | None = None) -> str:
+    value = table.get(key, default)
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{where}: `{key}` must be a non-empty string")
+    return value.strip()
+
+
+def load_job(path: Path) -> Job:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"job file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"job file {path} is not valid TOML: {exc}") from None
+    _check_keys(data, {"job", "steps"}, str(path))
+    job = _table(data.get("job"), "[job]")
+    _check_keys(job, JOB_KEYS, "[job]")
+    name = _text(job, "name", "[job]", path.stem)
+    base = path.parent
+    raw_steps = _tables(data.get("steps"), "steps")
+    if not raw_steps:
+        raise ConfigError(f"job file {path} has no [[steps]]")
+    names = [_text(s, "name", f"step {i + 1}") for i, s in enumerate(raw_steps)]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ConfigError(f"step names must be unique: {', '.join(duplicates)}")
+    objects = {n: canonical_object(_text(s, "object", f"step {n!r}"))
+               for n, s in zip(names, raw_steps, strict=True)}
+    steps = {n: _step(s, n, base, objects) for n, s in zip(names, raw_steps, strict=True)}
+    graph = {n: {rule.to_step for rule in step.associations} for n, step in steps.items()}
+    try:
+        order = list(graphlib.TopologicalSorter(graph).static_order())
+    except graphlib.CycleError as exc:
+        raise ConfigError(f"steps associate in a cycle ({' -> '.join(exc.args[1])}): "
+                          "split one association into a later step") from None
+    position = {n: i for i, n in enumerate(names)}
+    order.sort(key=lambda n: (_depth(n, graph), position[n]))
+    checkpoint = Path(job["checkpoint"]) if "checkpoint" in job else Path(
+        ".hsbulk") / f"{name}.db"
+    if not checkpoint.is_absolute():
+        checkpoint = base / checkpoint
+    reports = Path(job["reports"]) if "reports" in job else None
+    if reports is not None and not reports.is_absolute():
+        reports = base / reports
+    return Job(name, path, checkpoint, tuple(steps[n] for n in order), reports)
+
+
+def _depth(name: str, graph: Mapping[str, set[str]]) -> int:
+    targets = graph.get(name, set())
+    return 1 + max((_depth(t, graph) for t in targets), default=-1)
+
+
+def _step(raw: dict[str, Any], name: str, base: Path, objects: Mapping[str, Any]) -> Step:
+    where = f"step {name!r}"
+    _check_keys(raw, STEP_KEYS, where)
+    options = _table(raw.get("options"), f"{where} options")
+    _check_keys(options, OPTION_KEYS, f"{where} options")
+    source = Path(_text(raw, "source", where))
+    if not source.is_absolute():
+        source = base / source
+    rules = tuple(_association(a, where, objects)
+                  for a in _tables(raw.get("associations"), "steps.associations"))
+    mapping_file = raw.get("mapping")
+    maps = _table(raw.get("map"), f"{where} map")
+    mapping = MappingSpec(
+        pairs=tuple((str(k), str(v)) for k, v in maps.items()),
+        file=(base / mapping_file) if isinstance(mapping_file, str) else None,
+        auto=bool(options.get("auto_map", True)),
+        reserved=frozenset(rule.column for rule in rules),
+        strict_columns=bool(options.get("strict_columns", False)),
+        ignore_unknown=bool(options.get("ignore_unknown", False)),
+    )
+    try:
+        normalize = NormalizeOptions(**{k: v for k, v in options.items() if k in NORMALIZE_KEYS})
+    except TypeError as exc:
+        raise ConfigError(f"{where} options: {exc}") from None
+    mode = str(raw.get("mode", "upsert"))
+    if mode not in {"create", "update", "upsert"}:
+        raise ConfigError(f"{where}: mode must be create, update or upsert, not {mode!r}")
+    spec = ImportSpec(
+        object_type=objects[name],
+        source=SourceSpec(str(source), delimiter=str(options.get("delimiter", ",")),
+                          encoding_errors=options.get("encoding_errors", "strict")),
+        mode=mode,  # type: ignore[arg-type]
+        id_property=raw.get("id_property"),
+        mapping=mapping, options=normalize,
+        on_conflict=options.get("on_conflict", "reject"),
+        import_key=str(options.get("import_key", IMPORT_KEY)),
+        step=name,
+    )
+    properties = tuple(_property(p, where) for p in _tables(raw.get("properties"),
+                                                            "steps.properties"))
+    return Step(name, spec, properties, rules)
+
+
+def _property(raw: dict[str, Any], where: str) -> PropertyToCreate:
+    _check_keys(raw, PROPERTY_KEYS, f"{where} properties")
+    options = raw.get("options") or []
+    pairs: list[tuple[str, str]] = []
+    for option in options:
+        if isinstance(option, str):
+            pairs.append((option, option))
+        elif isinstance(option, dict) and "label" in option:
+            pairs.append((str(option["label"]), str(option.get("value", option["label"]))))
+        else:
+            raise ConfigError(f"{where} properties: options are strings or "
+                              "{label, value} tables")
+    return PropertyToCreate(
+        name=_text(raw, "name", f"{where} properties"),
+        label=_text(raw, "label", f"{where} properties", raw.get("name")),
+        type=_text(raw, "type", f"{where} properties", "string"),
+        field_type=_text(raw, "field_type", f"{where} properties", "text"),
+        options=tuple(pairs), unique=bool(raw.get("unique", False)),
+        group=raw.get("group"), description=str(raw.get("description", "")),
+    )
+
+
+def _association(raw: dict[str, Any], where: str,
+                 objects: Mapping[str, Any]) -> AssociationRule:
+    _check_keys(raw, ASSOCIATION_KEYS, f"{where} associations")
+    to = _text(raw, "to", f"{where} associations")
+    if to not in objects:
+        raise ConfigError(f"{where} associations: `to = {to!r}` names no step; steps: "
+                          f"{', '.join(objects)}")
+    type_id = raw.get("type_id")
+    if type_id is not None and not isinstance(type_id, int):
+        raise ConfigError(f"{where} associations: type_id must be a whole number")
+    return AssociationRule(
+        to_step=to, to_object=objects[to], column=_text(raw, "column", f"{where} associations"),
+        key=_text(raw, "key", f"{where} associations"), label=raw.get("label"),
+        type_id=type_id, create_label=bool(raw.get("create_label", False)),
+        inverse_label=raw.get("inverse_label"),
+    )
+
+
+async def ensure_properties(client: HubSpotClient, step: Step) -> list[str]:
+    """Create the step's declared properties that the portal does not have yet."""
+    if not step.properties:
+        return []
+    obj = step.spec.object_type
+    schema = await fetch_schema(client, obj)
+    created = []
+    for prop in step.properties:
+        if prop.name in schema:
+            continue
+        group = GROUPS.get(obj.name or "", f"{obj.name or 'object'}information")
+        try:
+            await client.post_json(f"/crm/v3/properties/{obj.path_name}", prop.body(group))
+        except ApiError as exc:
+            if exc.status != 409:
+                raise
+        created.append(f"created property {prop.name!r} on {obj}")
+        log.info("%s", created[-1])
+    return created
+
+
+async def run_job(client: HubSpotClient, job: Job, *,
+                  progress: ProgressView | None = None) -> tuple[list[Summary], int]:
+    """Run every step in order, each followed by its associations; resumable as a whole."""
+    checkpoint = SqliteCheckpoint(job.checkpoint)
+    summaries: list[Summary] = []
+    code = 0
+    try:
+        for step in job.steps:
+            notes = await ensure_properties(client, step)
+            spec = replace(step.spec, record_ids=job.is_target(step.name))
+            runner = StepRunner(client, checkpoint, spec, progress=progress)
+            summary = await runner.run()
+            summary.notes[:0] = notes
+            summaries.append(summary)
+            if runner.state.stop_code:
+                return summaries, runner.state.stop_code
+            code = max(code, 1 if summary.rejected else 0)
+            stats = client.stats
+            before = stats.api_calls
+            try:
+                for rule in step.associations:
+                    outcome = await write_associations(
+                        client, checkpoint, step=step.name, obj=spec.object_type,
+                        source=open_source(spec.source), rule=rule)
+                    summary.associations += outcome.edges
+                    summary.association_rejects += outcome.rejected_rows
+            except (QuotaExhausted, RetryableApiError, TransportError) as exc:
+                summary.state, summary.stop_reason = "stopped", str(exc)
+                return summaries, 4
+            finally:
+                summary.association_calls = stats.api_calls - before
+                summary.api_calls += summary.association_calls
+            if summary.association_rejects:
+                code = max(code, 1)
+    finally:
+        checkpoint.close()
+    return summaries, code
+
+
+def write_reports(job: Job, folder: Path) -> None:
+    """Per step: results, rejects, and association rejects files (CSV)."""
+    for step in job.steps:
+        write_outputs(job.checkpoint, step.spec, results=folder / f"{step.name}.results.csv",
+                      rejects=folder / f"{step.name}.rejects.csv")
+        checkpoint = SqliteCheckpoint(job.checkpoint)
+        try:
+            rows = [row for rule in step.associations
+                    for chunk in checkpoint.iter_rejects(rule.step_key(step.name))
+                    for row in chunk]
+        finally:
+            checkpoint.close()
+        if rows:
+            write_frame(folder / f"{step.name}.association_rejects.csv",
+                        frame_of([rows], REJECT_SCHEMA))
