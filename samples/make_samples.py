@@ -48,13 +48,10 @@ def messy_date(rng: random.Random) -> str:
 
 
 def companies(rng: random.Random) -> list[list[str]]:
-    rows = []
-    for i in range(COMPANIES):
-        rows.append([f"Company {i:03d} {rng.choice(['Labs', 'Systems', 'Group', 'Inc'])}",
-                     f"company{i:03d}.example.com", rng.choice(INDUSTRIES),
-                     f"{rng.randint(5, 50_000):,}", rng.choice(["Paris", "Berlin", "Austin"]),
-                     rng.choice(YES + NO)])
-    return rows
+    return [[f"Company {i:03d} {rng.choice(['Labs', 'Systems', 'Group', 'Inc'])}",
+             f"company{i:03d}.example.com", rng.choice(INDUSTRIES),
+             f"{rng.randint(5, 50_000):,}", rng.choice(["Paris", "Berlin", "Austin"]),
+             rng.choice(YES + NO)] for i in range(COMPANIES)]
 
 
 def contacts(rng: random.Random) -> list[list[str]]:

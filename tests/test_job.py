@@ -107,7 +107,7 @@ def test_a_custom_paired_label_lands_with_its_type_id_each_way(tmp_path, sandbox
     buyer = labels("deals", "contacts")["Buyer"]
     bought = labels("contacts", "deals")["Bought deal"]
     assert buyer != bought
-    _, _, deals, _, deal_contact, _ = expected_sets()
+    deal_contact = expected_sets()[4]
     forward = edge_set(sandbox, "deals", "contacts", "legacy_deal_id", "email", type_id=buyer)
     assert forward == deal_contact
     backward = edge_set(sandbox, "contacts", "deals", "email", "legacy_deal_id",
@@ -154,7 +154,7 @@ object = "contacts"
 source = "a.csv"
 id_propery = "email"
 """)
-    with pytest.raises(ConfigError, match="unknown key.*id_propery.*allowed.*id_property"):
+    with pytest.raises(ConfigError, match=r"unknown key.*id_propery.*allowed.*id_property"):
         load_job(path)
 
 
