@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import logging
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -187,9 +188,10 @@ def run_import_command(args: argparse.Namespace) -> int:
         raise ConfigError("--emit-normalized goes with --dry-run")
     if args.dry_run:
         return run_dry_run(args, spec)
-    checkpoint = args.checkpoint or default_checkpoint(
+    checkpoint = args.checkpoint or (sandbox_checkpoint("import") if args.sandbox else
+                                     default_checkpoint(
         str(spec.object_type), spec.mode, str(Path(args.source).resolve()),
-        str(args.base_url or ("sandbox" if args.sandbox else "")))
+        str(args.base_url or "")))
     progress = ProgressView(quiet=args.quiet)
 
     async def go() -> tuple[Summary, int]:
@@ -238,8 +240,8 @@ def add_run_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]
 
 def run_job_command(args: argparse.Namespace) -> int:
     job = load_job(args.job)
-    if args.checkpoint is not None:
-        job = replace(job, checkpoint=args.checkpoint)
+    if args.checkpoint is not None or args.sandbox:
+        job = replace(job, checkpoint=args.checkpoint or sandbox_checkpoint(job.name))
     progress = ProgressView(quiet=args.quiet)
 
     async def go() -> tuple[list[Summary], int]:
@@ -258,6 +260,11 @@ def run_job_command(args: argparse.Namespace) -> int:
             print(f"hsbulk: step {summary.step} stopped: {summary.stop_reason}; run the same "
                   "command again to resume", file=sys.stderr)
     return code
+
+
+def sandbox_checkpoint(name: str) -> Path:
+    """The in-process sandbox starts empty every time, so its journal must too."""
+    return Path(tempfile.mkdtemp(prefix="hsbulk-")) / f"{name}.db"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -291,7 +298,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     logging.basicConfig(
-        level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
+        level=logging.DEBUG if getattr(args, "verbose", False) else
+        logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )

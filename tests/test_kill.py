@@ -131,3 +131,73 @@ def test_killed_imports_finish_exactly_once(tmp_path, faulty_sandbox):
     assert stored_deals.keys() == expected_deals.keys()
     for name, want in expected_deals.items():
         assert stored_deals[name]["amount"] == want["amount"], name
+
+
+def all_done_batches(journal: Path) -> int:
+    if not journal.exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=1) as db:
+            return db.execute("select count(*) from batches where state='DONE'").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+@pytest.mark.timeout(600)
+def test_killed_demo_job_finishes_with_exact_records_and_associations(tmp_path):
+    """15 SIGKILLs across the demo job (records and association batches), with faults."""
+    from tests.test_job import SAMPLES, expected_sets
+
+    sandbox = StandaloneSandbox("--rate", "0", "--fault-5xx", "0.02", "--fault-lost", "0.01",
+                                "--seed", "5")
+    try:
+        env = {**os.environ, "HUBSPOT_ACCESS_TOKEN": sandbox.token}
+        journal = tmp_path / "demo.db"
+        command = [sys.executable, "-m", "engine", "run", str(SAMPLES / "demo.toml"),
+                   "--base-url", sandbox.base_url, "--rate", "none", "--quiet",
+                   "--checkpoint", str(journal)]
+        # 5 + 50 + 10 record batches, then 3 + 1 + 1 association batches (70 in all):
+        # kill twice inside the association phases for sure, the rest anywhere.
+        rng = random.Random(8)
+        thresholds = sorted({56, 69, *rng.sample(range(1, 70), 13)})
+        killed = 0
+        for threshold in thresholds:
+            proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL)
+            deadline = time.monotonic() + 120
+            while proc.poll() is None and time.monotonic() < deadline:
+                if all_done_batches(journal) >= threshold:
+                    proc.send_signal(signal.SIGKILL)
+                    killed += 1
+                    break
+                time.sleep(0.005)
+            proc.wait()
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 1, done.stderr[-3000:]  # the samples' invalid rows
+        assert killed >= 12
+
+        def records(kind, key):
+            return {r["id"]: r["properties"][key].lower()
+                    for r in sandbox.get(f"/__sandbox/records/{kind}")["results"]}
+
+        def edges(frm, to, from_key, to_key):
+            a, b = records(frm, from_key), records(to, to_key)
+            listed = sandbox.get(f"/__sandbox/associations/{frm}/{to}")["results"]
+            pairs = [(a[e["fromId"]], b[e["toId"]]) for e in listed]
+            return pairs
+
+        domains, contacts, deals, contact_company, deal_contact, deal_company = expected_sets()
+        audit = sandbox.get("/__sandbox/audit?keys=contacts:email,companies:domain,"
+                            "deals:legacy_deal_id")
+        assert set(records("companies", "domain").values()) == domains
+        assert set(records("contacts", "email").values()) == set(contacts)
+        assert set(records("deals", "legacy_deal_id").values()) == {d.lower() for d in deals}
+        for key in ("contacts:email", "companies:domain", "deals:legacy_deal_id"):
+            assert audit["duplicates"][key]["extra_records"] == 0, key
+        assert audit["faults"]["lost"] > 0
+        contact_edges = edges("contacts", "companies", "email", "domain")
+        assert set(contact_edges) == contact_company
+        assert set(edges("deals", "contacts", "legacy_deal_id", "email")) == deal_contact
+        assert set(edges("deals", "companies", "legacy_deal_id", "domain")) == deal_company
+    finally:
+        sandbox.stop()
