@@ -28,7 +28,13 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from engine import __version__
 from engine.config import ClientSettings, Secret
-from engine.errors import ConnectError, RequestTimeout, RetryableApiError, TransportError
+from engine.errors import (
+    ApiError,
+    ConnectError,
+    RequestTimeout,
+    RetryableApiError,
+    TransportError,
+)
 from engine.ratelimit import AnyioClock, Clock, Limiter, RollingWindowLimiter, Unlimited
 from engine.retry import RetryBudget, Verdict, backoff_s, classify, error_for
 
@@ -51,6 +57,9 @@ class Response:
     status: int
     headers: Mapping[str, str]
     body: bytes
+    # An earlier attempt of this call may have been carried out although its answer was
+    # lost (a dropped connection, a timeout, a 5xx): a create may already have landed.
+    ambiguous: bool = False
 
     def json(self) -> Any:
         return orjson.loads(self.body) if self.body else None
@@ -221,6 +230,7 @@ class HubSpotClient:
         policy = self.settings.retry
         self.budget.on_first_attempt()
         attempt = 0
+        ambiguous = False
         while True:
             error: Exception
             async with self._slots:
@@ -242,15 +252,20 @@ class HubSpotClient:
                 limiter.observe(answer.headers, sent_at=ticket.sent_at, seq=ticket.seq)
                 if 200 <= answer.status < 300:
                     log.debug("%s %s -> %d", method, path, answer.status)
+                    if ambiguous:
+                        return Response(answer.status, answer.headers, answer.body, True)
                     return answer
                 scrubbed = self._scrub(answer.body)
                 outcome = classify(answer.status, answer.headers, scrubbed)
                 error = error_for(outcome, scrubbed, what=f"{method} {path}")
+                if isinstance(error, ApiError):
+                    error.ambiguous = ambiguous
                 log.debug("%s %s -> %d %s", method, path, answer.status, outcome.verdict.value)
                 if outcome.verdict is Verdict.RATE_LIMITED:
                     self.stats.http_429 += 1
                     limiter.on_rate_limited(_clamp(outcome.retry_after_s, policy.cap_s))
                 elif outcome.verdict is Verdict.RETRY:
+                    ambiguous = ambiguous or answer.status >= 500
                     if outcome.retry_after_s is not None:
                         delay = min(outcome.retry_after_s, policy.retry_after_cap_s)
                     else:
@@ -258,6 +273,7 @@ class HubSpotClient:
                 else:
                     raise error
             else:
+                ambiguous = True
                 delay = backoff_s(attempt, policy, self.rng)
             attempt += 1
             if attempt >= policy.max_attempts or not self.budget.try_spend():

@@ -110,6 +110,7 @@ class ApiError(EngineError):
         self.errors = errors or []
         self.policy = policy
         self.body = body or {}
+        self.ambiguous = False  # set by the client: an earlier attempt may have landed
 
 
 class RetryableApiError(ApiError):

@@ -77,7 +77,7 @@ RECORD_ID = "hs_object_id"
 ID_HEADERS = ("hs_object_id", "record id", "id")
 GROUPS = {"contacts": "contactinformation", "companies": "companyinformation",
           "deals": "dealinformation", "tickets": "ticketinformation"}
-CLOCK_SKEW_S = 300.0  # how far HubSpot's createdAt may trail our clock and still be ours
+CLOCK_SKEW_S = 5.0  # how far HubSpot's createdAt may trail our clock and still be ours
 
 
 @dataclass(frozen=True, slots=True)
@@ -489,8 +489,13 @@ class StepRunner:
                              rejected=self.state.rejected_rows, retries=stats.retries,
                              http_429=stats.http_429, description=self.spec.step)
 
-    async def _send(self, batch: Batch, positions: list[int], started: float) -> Sent:
-        """Send these inputs of `batch`; bisect a batch that fails whole."""
+    async def _send(self, batch: Batch, positions: list[int], started: float,
+                    ambiguous: bool = False) -> Sent:
+        """Send these inputs of `batch`; bisect a batch that fails whole.
+
+        `ambiguous`: an earlier attempt at these inputs may have landed unseen, so a
+        create that now conflicts may be our own record (else it is someone else's).
+        """
         spec = self.spec
         path = _path(spec.object_type, {"create": "batch/create", "update": "batch/update",
                                         "upsert": "batch/upsert"}[spec.mode])
@@ -502,20 +507,23 @@ class StepRunner:
         except (QuotaExhausted, RetryableApiError):
             raise
         except ApiError as exc:
+            ambiguous = ambiguous or exc.ambiguous
             if len(positions) > 1:
                 half = len(positions) // 2
-                out = await self._send(batch, positions[:half], started)
-                out.merge(await self._send(batch, positions[half:], started))
+                out = await self._send(batch, positions[:half], started, ambiguous)
+                out.merge(await self._send(batch, positions[half:], started, ambiguous))
                 return out
             if exc.status == 409 and spec.mode == "create":
-                return await self._resolve_conflicts(batch, positions, started, exc.message)
+                return await self._resolve_conflicts(batch, positions, started, exc.message,
+                                                     maybe_ours=ambiguous)
             row = batch.rows[positions[0]]
             return Sent(rejects=[_reject_from(row, exc.status, exc.category, exc.message,
                                               exc.errors)])
-        return await self._outcome(batch, positions, response, started)
+        return await self._outcome(batch, positions, response, started,
+                                   ambiguous or response.ambiguous)
 
     async def _outcome(self, batch: Batch, positions: list[int], response: Response,
-                       started: float) -> Sent:
+                       started: float, ambiguous: bool) -> Sent:
         spec = self.spec
         keys = self.keys
         assert keys is not None
@@ -579,10 +587,10 @@ class StepRunner:
                                                 error.get("errors")))
         if conflicts:
             out.merge(await self._resolve_conflicts(batch, conflicts, started,
-                                                    "already exists"))
+                                                    "already exists", maybe_ours=ambiguous))
         missing = [p for p in positions if p not in placed]
         if missing and len(missing) < len(positions):
-            out.merge(await self._send(batch, missing, started))
+            out.merge(await self._send(batch, missing, started, ambiguous))
         elif missing:
             out.rejects += [Reject(batch.rows[p], "", "NO_RESULT",
                                    f"HubSpot answered {response.status} without a result or "
@@ -618,7 +626,8 @@ class StepRunner:
         assert batch.keys is not None
         found = await self._read_by_key([batch.keys[p] for p in positions])
         landed = [p for p in positions if batch.keys[p].lower() in found]
-        out = await self._claim(batch, landed, found, started_at or time.time())
+        out = await self._claim(batch, landed, found, started_at or time.time(),
+                                maybe_ours=True)
         rest = [p for p in positions if p not in set(landed)]
         if landed:
             log.info("batch %d: %d of %d rows had landed before the interruption; "
@@ -626,11 +635,11 @@ class StepRunner:
         return out, rest
 
     async def _resolve_conflicts(self, batch: Batch, positions: list[int], started: float,
-                                 message: str) -> Sent:
+                                 message: str, *, maybe_ours: bool) -> Sent:
         assert batch.keys is not None
         found = await self._read_by_key([batch.keys[p] for p in positions])
         out = await self._claim(batch, [p for p in positions if batch.keys[p].lower() in found],
-                                found, started)
+                                found, started, maybe_ours=maybe_ours)
         for p in positions:
             if batch.keys[p].lower() not in found:
                 out.rejects.append(Reject(batch.rows[p], self.keys.key_property or "",
@@ -640,8 +649,13 @@ class StepRunner:
         return out
 
     async def _claim(self, batch: Batch, positions: list[int],
-                     found: Mapping[str, Mapping[str, Any]], started: float) -> Sent:
-        """Records found by key: ours (created by this job) or someone else's (conflict)."""
+                     found: Mapping[str, Mapping[str, Any]], started: float, *,
+                     maybe_ours: bool) -> Sent:
+        """Records found by key: ours (created by this job) or someone else's (conflict).
+
+        Ours when the key is hsbulk's import key, or when an attempt of ours may have
+        landed unseen and the record was created after this batch first left.
+        """
         assert batch.keys is not None and self.keys is not None
         prop = self.keys.key_property or ""
         ours_always = prop == self.spec.import_key
@@ -651,7 +665,8 @@ class StepRunner:
             record = found[batch.keys[p].lower()]
             record_id = str(record.get("id"))
             created = _epoch_s(record.get("createdAt"))
-            if ours_always or created is None or created >= started - CLOCK_SKEW_S:
+            if ours_always or (maybe_ours and (created is None
+                                               or created >= started - CLOCK_SKEW_S)):
                 out.results.append(Result(batch.rows[p], record_id, "created"))
                 out.ids[(self._object_name, prop, batch.keys[p])] = record_id
             else:

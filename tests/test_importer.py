@@ -2,6 +2,10 @@
 
 import csv
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import orjson
@@ -210,3 +214,74 @@ def test_rate_limit_is_kept_with_zero_429s_at_full_speed(tmp_path, monkeypatch):
     assert summary["api_calls"] == 1_001  # the schema, then 1,000 batches
     assert audit["window"]["max_accepted_in_any_window"] <= 100
     assert summary["api_calls"] / summary["elapsed_s"] >= 0.95 * 100 / 2, summary
+
+
+def test_sigint_drains_checkpoints_and_exits_4_then_resumes(tmp_path):
+    sandbox = StandaloneSandbox("--rate", "0", "--latency-ms", "40")
+    try:
+        env = {**os.environ, "HUBSPOT_ACCESS_TOKEN": sandbox.token}
+        source = write_csv(tmp_path / "contacts.csv", HEADER, contacts(20_000))
+        summary = tmp_path / "s.json"
+        command = [sys.executable, "-m", "engine", "import", str(source), "--object",
+                   "contacts", "--id-property", "email", *MAPS, "--base-url",
+                   sandbox.base_url, "--rate", "none", "--concurrency", "2", "--quiet",
+                   "--checkpoint", str(tmp_path / "j.db"), "--summary", str(summary)]
+        proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while sandbox.get("/__sandbox/audit")["records"]["contacts"]["live"] < 1000:
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 4, err
+        first = orjson.loads(summary.read_bytes())
+        assert first["state"] == "stopped" and first["stop_reason"] == "interrupted"
+        assert 0 < first["created"] < 20_000 and first["balanced"] is False
+        stored = sandbox.get("/__sandbox/audit")["records"]["contacts"]["live"]
+        assert stored == first["created"]  # drained: everything sent was journaled
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        second = orjson.loads(summary.read_bytes())
+        assert second["created"] + second["updated"] == 20_000 and second["balanced"]
+        assert sandbox.get("/__sandbox/audit")["records"]["contacts"]["live"] == 20_000
+    finally:
+        sandbox.stop()
+
+
+def test_create_conflicts_are_rejected_or_updated_on_request(tmp_path, sandbox_env):
+    sandbox = sandbox_env(rate_requests=None)
+    source = write_csv(tmp_path / "contacts.csv", HEADER, contacts(3))
+    run(tmp_path, sandbox, write_csv(tmp_path / "one.csv", HEADER, contacts(1, start=1)),
+        "--object", "contacts", "--mode", "create", "--id-property", "email", *MAPS)
+    existing = sandbox.records("contacts")[0]["id"]
+    (tmp_path / "cp" / "job.db").unlink()
+    rejects = tmp_path / "rejects.csv"
+    code, summary = run(tmp_path, sandbox, source, "--object", "contacts", "--mode", "create",
+                        "--id-property", "email", *MAPS, "--rejects", str(rejects))
+    assert code == 1 and (summary["created"], summary["rejected"]) == (2, 1)
+    table = pl.read_csv(rejects, infer_schema=False)
+    assert table["code"].to_list() == ["CONFLICT"]
+    assert f"Existing ID: {existing}" in table["message"][0]
+    code, summary = main(["import", str(source), "--object", "contacts", "--mode", "create",
+                          "--id-property", "email", *MAPS, "--on-conflict", "update",
+                          "--base-url", sandbox.base_url, "--rate", "none", "--quiet",
+                          "--checkpoint", str(tmp_path / "u.db"),
+                          "--summary", str(tmp_path / "u.json")]), None
+    summary = orjson.loads((tmp_path / "u.json").read_bytes())
+    assert code == 0 and summary["updated"] == 3 and summary["created"] == 0
+    assert len(sandbox.records("contacts")) == 3
+
+
+def test_natural_key_creates_under_lost_responses_are_claimed_not_rejected(tmp_path,
+                                                                           sandbox_env):
+    sandbox = sandbox_env(rate_requests=None, fault_lost=0.3, seed=4)
+    source = write_csv(tmp_path / "contacts.csv", HEADER, contacts(2000))
+    code, summary = run(tmp_path, sandbox, source, "--object", "contacts", "--mode", "create",
+                        "--id-property", "email", *MAPS)
+    assert code == 0, summary
+    assert (summary["created"], summary["rejected"]) == (2000, 0)
+    audit = sandbox.audit(keys="contacts:email")
+    assert audit["faults"]["lost"] > 0
+    assert audit["records"]["contacts"]["live"] == 2000
+    assert audit["duplicates"]["contacts:email"]["extra_records"] == 0
