@@ -101,6 +101,35 @@ async def resolve_type(client: HubSpotClient, frm: ObjectType, to: ObjectType,
     return found
 
 
+async def inline_association(client: HubSpotClient, checkpoint: SqliteCheckpoint,
+                             obj: ObjectType, source: Source,
+                             rule: AssociationRule) -> tuple[AssociationType, dict[str, str]]:
+    """What a create step needs to write `rule` inside its create calls: the type to use
+    (the pair's unlabeled HubSpot-defined type by default) and the target ids by key."""
+    kind = await resolve_type(client, obj, rule.to_object, rule)
+    if kind is None:
+        unlabeled = [e for e in await _labels(client, obj, rule.to_object)
+                     if not e.get("label") and e.get("category") == "HUBSPOT_DEFINED"]
+        if not unlabeled:
+            raise ConfigError(f"no unlabeled association type between {obj} and "
+                              f"{rule.to_object}; give a label or type_id")
+        kind = AssociationType("HUBSPOT_DEFINED", int(unlabeled[0]["typeId"]))
+    keys = await anyio.to_thread.run_sync(_column_keys, source, rule.column)
+    ids = await KeyResolver(client, checkpoint).resolve(rule.to_object, rule.key, keys)
+    return kind, ids
+
+
+def _column_keys(source: Source, column: str) -> list[str]:
+    if column not in source.columns:
+        raise ConfigError(f"association column {column!r} is not in {source.spec.path} "
+                          f"(columns: {', '.join(source.columns)})")
+    seen: set[str] = set()
+    for batch in source.batches(check=False):
+        seen.update(batch.get_column(column).str.strip_chars().drop_nulls().unique().to_list())
+    seen.discard("")
+    return sorted(seen)
+
+
 async def _labels(client: HubSpotClient, frm: ObjectType, to: ObjectType) -> list[dict[str, Any]]:
     body = await client.get_json(_path(frm, to, "labels"))
     results = body.get("results") if isinstance(body, dict) else None
@@ -167,21 +196,26 @@ def _edge_frame(source: Source, rule: AssociationRule, results: pl.DataFrame) ->
     return keys.join(results, on=ROW, how="inner").sort(ROW)
 
 
+RESULTS = {ROW: pl.Int64, "from_id": pl.String, "action": pl.String}
+
+
 def results_frame(checkpoint: SqliteCheckpoint, step: str) -> pl.DataFrame:
-    frames = [pl.DataFrame({ROW: [r[0] for r in chunk], "from_id": [r[1] for r in chunk]},
-                           schema={ROW: pl.Int64, "from_id": pl.String})
+    frames = [pl.DataFrame(chunk, schema=RESULTS, orient="row")
               for chunk in checkpoint.iter_results(step)]
-    return pl.concat(frames) if frames else pl.DataFrame(
-        schema={ROW: pl.Int64, "from_id": pl.String})
+    return pl.concat(frames) if frames else pl.DataFrame(schema=RESULTS)
 
 
 async def write_associations(
     client: HubSpotClient, checkpoint: SqliteCheckpoint, *, step: str, obj: ObjectType,
     source: Source, rule: AssociationRule, input_limit: int = DEFAULT_INPUT_LIMIT,
+    inline: bool = False,
 ) -> AssociationOutcome:
-    """Write one association rule of one step; resumable through the journal."""
+    """Write one association rule of one step; resumable through the journal.
+
+    `inline`: the step's create calls carried this association already, so only rows
+    that were not created (e.g. updated after a conflict) still need a call.
+    """
     key = rule.step_key(step)
-    kind = await resolve_type(client, obj, rule.to_object, rule)
     results = await anyio.to_thread.run_sync(results_frame, checkpoint, step)
     frame = await anyio.to_thread.run_sync(_edge_frame, source, rule, results)
     resolver = KeyResolver(client, checkpoint)
@@ -197,16 +231,20 @@ async def write_associations(
         await anyio.to_thread.run_sync(checkpoint.record_rejects, key, rejects)
     edges = frame.filter(pl.col("to_id").is_not_null()).unique(
         ["from_id", "to_id"], keep="first", maintain_order=True)
+    carried = 0
+    if inline:
+        carried = edges.filter(pl.col("action") == "created").height
+        edges = edges.filter(pl.col("action") != "created")
     journal = await anyio.to_thread.run_sync(checkpoint.batches, key)
     outcome = AssociationOutcome()
     batches = math.ceil(edges.height / input_limit)
+    pending = [seq for seq in range(batches)
+               if journal.get(seq) is None or journal[seq].state != DONE]
+    kind = await resolve_type(client, obj, rule.to_object, rule) if pending else None
     sender = _EdgeSender(client, obj, rule.to_object, kind, input_limit)
-    for seq in range(batches):
+    for seq in pending:
         part = edges.slice(seq * input_limit, input_limit)
         rows = part.get_column(ROW).to_list()
-        record = journal.get(seq)
-        if record is not None and record.state == DONE:
-            continue
         await anyio.to_thread.run_sync(checkpoint.apply, [
             Transition(key, seq, IN_FLIGHT, rows=rows)])
         written, errors = await sender.send(part)
@@ -214,7 +252,7 @@ async def write_associations(
             Transition(key, seq, DONE, rejects=errors, edges=written)])
     outcome.calls = sender.calls
     counts = await anyio.to_thread.run_sync(checkpoint.counts, key)
-    outcome.edges = counts.created
+    outcome.edges = counts.created + carried
     outcome.rejected_rows = counts.rejected
     return outcome
 

@@ -74,6 +74,7 @@ OnConflict = Literal["reject", "update"]
 IMPORT_KEY = "hsbulk_import_key"
 NATURAL_KEYS = {"contacts": "email", "companies": "domain"}
 RECORD_ID = "hs_object_id"
+ASSOCIATIONS = "__associations"
 ID_HEADERS = ("hs_object_id", "record id", "id")
 GROUPS = {"contacts": "contactinformation", "companies": "companyinformation",
           "deals": "dealinformation", "tickets": "ticketinformation"}
@@ -108,6 +109,16 @@ class ImportSpec:
             "conflict": self.on_conflict, "import_key": self.import_key,
         }
         return hashlib.sha256(orjson.dumps(described)).hexdigest()[:32]
+
+
+@dataclass(frozen=True, slots=True)
+class InlineAssociation:
+    """An association written inside the create call: the target ids are known upfront."""
+
+    column: str
+    category: str
+    type_id: int
+    ids: Mapping[str, str]  # lower-cased target key -> target record id
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,8 +212,10 @@ class StepRunner:
     """Runs one import step against one client and one checkpoint."""
 
     def __init__(self, client: HubSpotClient, checkpoint: SqliteCheckpoint, spec: ImportSpec,
-                 *, progress: ProgressView | None = None) -> None:
+                 *, progress: ProgressView | None = None,
+                 inline: Sequence[InlineAssociation] = ()) -> None:
         self.client = client
+        self.inline = tuple(inline) if spec.mode == "create" else ()
         self.checkpoint = checkpoint
         self.spec = spec
         self.progress = progress or ProgressView(quiet=True)
@@ -438,13 +451,36 @@ class StepRunner:
                 rejected = rejected.with_columns(sent.alias("__sent"))
             local = extra + [Reject(int(r[0]), r[1] or "", r[3], r[4], r[2], not r[5])
                              for r in rejected.iter_rows()]
+            valid = self._with_inline_associations(valid, frame)
             inputs = input_expr(properties, id_column=keys.id_column,
                                 id_property=keys.id_property,
+                                associations_column=ASSOCIATIONS if self.inline else None,
                                 clean=clean_columns(valid, properties))
             encoded = valid.select(
                 pl.col(ROW), inputs,
                 *([pl.col(keys.key_column).alias(KEY)] if keys.key_column else []))
             yield encoded, local, frame.height
+
+    def _with_inline_associations(self, valid: pl.DataFrame,
+                                  frame: pl.DataFrame) -> pl.DataFrame:
+        """Add each row's `associations` JSON array (null when no target is known)."""
+        if not self.inline:
+            return valid
+        keys = frame.select(pl.col(ROW).cast(pl.Int64), *(
+            pl.col(a.column).str.strip_chars().str.to_lowercase().alias(f"__a{i}")
+            for i, a in enumerate(self.inline)))
+        valid = valid.join(keys, on=ROW, how="left", maintain_order="left")
+        parts = [
+            pl.lit('{"to":{"id":"')
+            + pl.col(f"__a{i}").replace_strict(dict(a.ids), default=None, return_dtype=pl.String)
+            + pl.lit(f'"}},"types":[{{"associationCategory":"{a.category}",'
+                     f'"associationTypeId":{a.type_id}}}]}}')
+            for i, a in enumerate(self.inline)
+        ]
+        joined = pl.concat_str(parts, separator=",", ignore_nulls=True)
+        return valid.with_columns(
+            pl.when(joined.is_not_null() & (joined != ""))
+            .then(pl.lit("[") + joined + pl.lit("]")).alias(ASSOCIATIONS))
 
     # -- senders ----------------------------------------------------------------------
 

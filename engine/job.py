@@ -15,11 +15,18 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from engine.associations import AssociationRule, write_associations
+from engine.associations import AssociationRule, inline_association, write_associations
 from engine.checkpoint import SqliteCheckpoint
 from engine.client import HubSpotClient
 from engine.errors import ApiError, ConfigError, QuotaExhausted, RetryableApiError, TransportError
-from engine.importer import GROUPS, IMPORT_KEY, ImportSpec, StepRunner, write_outputs
+from engine.importer import (
+    GROUPS,
+    IMPORT_KEY,
+    ImportSpec,
+    InlineAssociation,
+    StepRunner,
+    write_outputs,
+)
 from engine.mapping import MappingSpec
 from engine.normalize import NormalizeOptions
 from engine.report import REJECT_SCHEMA, ProgressView, Summary, frame_of, write_frame
@@ -274,11 +281,20 @@ async def run_job(client: HubSpotClient, job: Job, *,
     code = 0
     try:
         for step in job.steps:
+            calls_before = client.stats.api_calls
             notes = await ensure_properties(client, step)
             spec = replace(step.spec, record_ids=job.is_target(step.name))
-            runner = StepRunner(client, checkpoint, spec, progress=progress)
+            inline = []
+            if spec.mode == "create":  # targets exist already: associate inside the creates
+                for rule in step.associations:
+                    kind, ids = await inline_association(
+                        client, checkpoint, spec.object_type, open_source(spec.source), rule)
+                    inline.append(InlineAssociation(rule.column, kind.category, kind.type_id,
+                                                    ids))
+            runner = StepRunner(client, checkpoint, spec, progress=progress, inline=inline)
             summary = await runner.run()
             summary.notes[:0] = notes
+            summary.api_calls = client.stats.api_calls - calls_before  # + preparation
             summaries.append(summary)
             if runner.state.stop_code:
                 return summaries, runner.state.stop_code
@@ -289,7 +305,7 @@ async def run_job(client: HubSpotClient, job: Job, *,
                 for rule in step.associations:
                     outcome = await write_associations(
                         client, checkpoint, step=step.name, obj=spec.object_type,
-                        source=open_source(spec.source), rule=rule)
+                        source=open_source(spec.source), rule=rule, inline=bool(inline))
                     summary.associations += outcome.edges
                     summary.association_rejects += outcome.rejected_rows
             except (QuotaExhausted, RetryableApiError, TransportError) as exc:

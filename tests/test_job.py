@@ -81,8 +81,7 @@ def test_the_demo_migration_lands_every_record_and_association(tmp_path, sandbox
     assert steps["contacts"]["association_calls"] <= math.ceil(edges / 2000) + 2
     deal_edges = steps["deals"]["associations"]
     assert deal_edges == len(deal_contact) + len(deal_company)
-    assert steps["deals"]["association_calls"] <= (
-        math.ceil(len(deal_contact) / 2000) + math.ceil(len(deal_company) / 2000) + 4)
+    assert steps["deals"]["association_calls"] == 0  # created with their associations inline
 
     code, again = run_demo(tmp_path, sandbox, "--rate", "none")
     assert code == 1
