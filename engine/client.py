@@ -247,6 +247,7 @@ class HubSpotClient:
                 finally:
                     limiter.complete(ticket)
             delay = 0.0
+            paced = False  # a 429: the shared limiter paces the retry, not the budget
             if answer is not None:
                 self.stats.statuses[answer.status] += 1
                 limiter.observe(answer.headers, sent_at=ticket.sent_at, seq=ticket.seq)
@@ -262,6 +263,7 @@ class HubSpotClient:
                     error.ambiguous = ambiguous
                 log.debug("%s %s -> %d %s", method, path, answer.status, outcome.verdict.value)
                 if outcome.verdict is Verdict.RATE_LIMITED:
+                    paced = True
                     self.stats.http_429 += 1
                     limiter.on_rate_limited(_clamp(outcome.retry_after_s, policy.cap_s))
                 elif outcome.verdict is Verdict.RETRY:
@@ -276,7 +278,7 @@ class HubSpotClient:
                 ambiguous = True
                 delay = backoff_s(attempt, policy, self.rng)
             attempt += 1
-            if attempt >= policy.max_attempts or not self.budget.try_spend():
+            if attempt >= policy.max_attempts or not (paced or self.budget.try_spend()):
                 if isinstance(error, RetryableApiError | TransportError):
                     log.warning("%s %s: giving up after %d attempts: %s",
                                 method, path, attempt, error)

@@ -329,6 +329,7 @@ class StepRunner:
         self.batches_done = await self.journal.call(self.checkpoint.batches, spec.step)
         if self.resumed:
             self.notes.append(f"resumed from checkpoint {self.checkpoint.path}")
+        self.state.total_rows = await anyio.to_thread.run_sync(estimate_rows, source)
         self.progress.start(f"{spec.step} ({spec.object_type} {spec.mode})",
                             self.state.total_rows)
         try:
@@ -765,6 +766,24 @@ class StepRunner:
         if state == "done":
             await self.journal.call(self.checkpoint.set_job_state, self.spec.step, "DONE")
         return summary
+
+
+def estimate_rows(source: Source) -> int | None:
+    """Data rows in the input, for the progress bar's total (None when not cheap)."""
+    total = 0
+    try:
+        for path in source.files:
+            if source.format == "parquet":
+                lazy = pl.scan_parquet(path)
+            elif source.format == "csv":
+                lazy = pl.scan_csv(path, infer_schema=False, separator=source.spec.delimiter,
+                                   quote_char=source.spec.quote_char)
+            else:
+                return None
+            total += int(lazy.select(pl.len()).collect().item())
+    except (pl.exceptions.PolarsError, OSError):
+        return None
+    return total
 
 
 def _first_engine_error(group: BaseExceptionGroup[BaseException]) -> EngineError | None:

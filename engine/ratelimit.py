@@ -82,6 +82,7 @@ class Ticket(NamedTuple):
 
     sent_at: float
     seq: int
+    owner: int = 0  # id() of the limiter that granted it
 
 
 class RollingWindowLimiter:
@@ -247,7 +248,7 @@ class RollingWindowLimiter:
                     await self._changed.wait()
                 elif slot <= now:
                     self._in_flight += 1
-                    return Ticket(now, self.record_send_nowait(now))
+                    return Ticket(now, self.record_send_nowait(now), id(self))
                 else:
                     await self.clock.sleep(slot - now)
 
@@ -261,34 +262,66 @@ class RollingWindowLimiter:
 
 
 class Unlimited:
-    """No client-side limit (benchmarks against a local server)."""
+    """No client-side limit of our own (`--rate none`), but the server's word still counts:
+    once a response declares the app's window (`X-HubSpot-RateLimit-Max`/`-Interval-
+    Milliseconds`), every later request goes through a rolling window of that size, and
+    a 429 pauses everyone."""
 
     name = "unlimited"
-    cuts = 0
-    pauses = 0
 
     def __init__(self, clock: Clock | None = None) -> None:
         self.clock: Clock = clock or AnyioClock()
         self._seq = 0
+        self._paused_until = -math.inf
+        self.inner: RollingWindowLimiter | None = None
+
+    @property
+    def cuts(self) -> int:
+        return self.inner.cuts if self.inner else 0
+
+    @property
+    def pauses(self) -> int:
+        return self.inner.pauses if self.inner else 0
 
     async def acquire(self) -> Ticket:
+        if self.inner is not None:
+            return await self.inner.acquire()
+        wait = self._paused_until - self.clock.now()
+        if wait > 0:
+            await self.clock.sleep(wait)
         self._seq += 1
         return Ticket(self.clock.now(), self._seq)
 
     def complete(self, ticket: Ticket) -> None:
-        return None
+        if self.inner is not None and ticket.owner == id(self.inner):
+            self.inner.complete(ticket)
 
     def observe(self, headers: Mapping[str, str], *, sent_at: float, seq: int) -> None:
-        return None
+        if self.inner is not None:
+            self.inner.observe(headers, sent_at=sent_at, seq=seq)
+            return
+        seen = Observation.from_headers(headers)
+        if seen.max and seen.interval_s:
+            self.inner = RollingWindowLimiter(seen.max, seen.interval_s, clock=self.clock,
+                                              name="server-declared")
 
     def on_rate_limited(self, retry_after_s: float | None) -> None:
-        return None
+        if self.inner is not None:
+            self.inner.on_rate_limited(retry_after_s)
+            return
+        pause = 1.0 if retry_after_s is None else min(max(retry_after_s, 0.0), 60.0)
+        self._paused_until = max(self._paused_until, self.clock.now() + pause)
 
 
 class Limiter(Protocol):
-    name: str
-    cuts: int
-    pauses: int
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def cuts(self) -> int: ...
+
+    @property
+    def pauses(self) -> int: ...
 
     async def acquire(self) -> Ticket: ...
 

@@ -47,7 +47,7 @@ async def test_a_429_pauses_everyone_and_cuts_the_rate(clock):
     start = clock.now()
     limiter.on_rate_limited(3.0)
     assert limiter.limit(clock.now()) == 50
-    at, _ = await limiter.acquire()
+    at = (await limiter.acquire()).sent_at
     assert at >= start + 3.0
     # recovers linearly to the configured limit within recover_windows windows
     clock.t += 6 * 10.0
@@ -57,7 +57,7 @@ async def test_a_429_pauses_everyone_and_cuts_the_rate(clock):
 async def test_an_absurd_pause_is_clamped(clock):
     limiter = RollingWindowLimiter(100, 10.0, clock=clock, max_pause_s=60.0)
     limiter.on_rate_limited(10**9)
-    at, _ = await limiter.acquire()
+    at = (await limiter.acquire()).sent_at
     assert at - clock.sleeps[0] <= clock.now()
     assert sum(clock.sleeps) <= 60.0
 
@@ -65,7 +65,8 @@ async def test_an_absurd_pause_is_clamped(clock):
 async def test_headers_showing_another_client_slow_us_down(clock):
     limiter = RollingWindowLimiter(100, 10.0, clock=clock)
     for _ in range(10):
-        at, seq = ticket = await limiter.acquire()
+        ticket = await limiter.acquire()
+        at, seq = ticket.sent_at, ticket.seq
         limiter.complete(ticket)
     # We sent 10 in the window, but the server says 60 are used: 50 are someone else's.
     limiter.observe({"X-HubSpot-RateLimit-Max": "100", "X-HubSpot-RateLimit-Remaining": "40",
@@ -79,7 +80,8 @@ async def test_headers_showing_another_client_slow_us_down(clock):
 async def test_headers_that_agree_with_us_change_nothing(clock):
     limiter = RollingWindowLimiter(100, 10.0, clock=clock)
     for _ in range(10):
-        at, seq = ticket = await limiter.acquire()
+        ticket = await limiter.acquire()
+        at, seq = ticket.sent_at, ticket.seq
         limiter.complete(ticket)
     limiter.observe({"X-HubSpot-RateLimit-Max": "100", "X-HubSpot-RateLimit-Remaining": "90"},
                     sent_at=at, seq=seq)
@@ -89,7 +91,8 @@ async def test_headers_that_agree_with_us_change_nothing(clock):
 
 async def test_a_lower_server_limit_is_adopted(clock):
     limiter = RollingWindowLimiter(190, 10.0, clock=clock)
-    at, seq = await limiter.acquire()
+    ticket = await limiter.acquire()
+    at, seq = ticket.sent_at, ticket.seq
     limiter.observe({"X-HubSpot-RateLimit-Max": "100", "X-HubSpot-RateLimit-Remaining": "99",
                      "X-HubSpot-RateLimit-Interval-Milliseconds": "10000"},
                     sent_at=at, seq=seq)
@@ -98,7 +101,8 @@ async def test_a_lower_server_limit_is_adopted(clock):
 
 async def test_daily_reserve_stops_before_the_quota(clock):
     limiter = RollingWindowLimiter(100, 10.0, clock=clock, daily_reserve=5)
-    at, seq = await limiter.acquire()
+    ticket = await limiter.acquire()
+    at, seq = ticket.sent_at, ticket.seq
     limiter.observe({"X-HubSpot-RateLimit-Daily-Remaining": "8"}, sent_at=at, seq=seq)
     for _ in range(3):  # 8 left: three more calls leave exactly the reserve
         await limiter.acquire()
@@ -157,3 +161,26 @@ async def test_server_never_sees_more_than_the_limit_in_any_window():
     assert most_in_any_window(arrivals, 2.0) <= 50
     steady_per_s = (len(arrivals) - 50) / (max(arrivals) - min(arrivals))
     assert steady_per_s >= 0.95 * 25
+
+
+async def test_no_client_limit_still_obeys_the_window_the_server_declares(clock):
+    from engine.ratelimit import Unlimited
+
+    limiter = Unlimited(clock)
+    first = await limiter.acquire()
+    limiter.complete(first)
+    limiter.observe({"X-HubSpot-RateLimit-Max": "10",
+                     "X-HubSpot-RateLimit-Interval-Milliseconds": "1000"},
+                    sent_at=first.sent_at, seq=first.seq)
+    sent = await acquire_many(limiter, callers=4, total=50)
+    assert most_in_any_window(sent, 1.0) <= 10
+
+
+async def test_no_client_limit_pauses_on_a_429(clock):
+    from engine.ratelimit import Unlimited
+
+    limiter = Unlimited(clock)
+    start = clock.now()
+    limiter.on_rate_limited(2.5)
+    ticket = await limiter.acquire()
+    assert ticket.sent_at >= start + 2.5
