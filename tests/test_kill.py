@@ -133,16 +133,6 @@ def test_killed_imports_finish_exactly_once(tmp_path, faulty_sandbox):
         assert stored_deals[name]["amount"] == want["amount"], name
 
 
-def all_done_batches(journal: Path) -> int:
-    if not journal.exists():
-        return 0
-    try:
-        with sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=1) as db:
-            return db.execute("select count(*) from batches where state='DONE'").fetchone()[0]
-    except sqlite3.Error:
-        return 0
-
-
 @pytest.mark.timeout(600)
 def test_killed_demo_job_finishes_with_exact_records_and_associations(tmp_path):
     """15 SIGKILLs across the demo job (records and association batches), with faults."""
@@ -166,7 +156,7 @@ def test_killed_demo_job_finishes_with_exact_records_and_associations(tmp_path):
                                     stderr=subprocess.DEVNULL)
             deadline = time.monotonic() + 120
             while proc.poll() is None and time.monotonic() < deadline:
-                if all_done_batches(journal) >= threshold:
+                if done_batches(journal) >= threshold:
                     proc.send_signal(signal.SIGKILL)
                     killed += 1
                     break
