@@ -55,6 +55,16 @@ def import_until_done(sandbox, tmp_path: Path, name: str, args: list[str],
                "--summary", str(summary)]
     batches = ROWS // 100
     thresholds = sorted(rng.sample(range(1, batches), KILLS))
+    killed = kill_at_progress(command, env, journal, thresholds)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return orjson.loads(summary.read_bytes()), killed
+
+
+def kill_at_progress(command: list[str], env: dict[str, str], journal: Path,
+                     thresholds: list[int]) -> int:
+    """Start `command` once per threshold and SIGKILL it when the journal holds that many
+    finished batches; returns how many runs were killed (not finished first)."""
     killed = 0
     for threshold in thresholds:
         proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
@@ -65,11 +75,9 @@ def import_until_done(sandbox, tmp_path: Path, name: str, args: list[str],
                 proc.send_signal(signal.SIGKILL)
                 killed += 1
                 break
-            time.sleep(0.01)
+            time.sleep(0.005)
         proc.wait()
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return orjson.loads(summary.read_bytes()), killed
+    return killed
 
 
 @pytest.mark.timeout(600)
@@ -150,18 +158,7 @@ def test_killed_demo_job_finishes_with_exact_records_and_associations(tmp_path):
         # kill twice inside the association phases for sure, the rest anywhere.
         rng = random.Random(8)
         thresholds = sorted({56, 69, *rng.sample(range(1, 70), 13)})
-        killed = 0
-        for threshold in thresholds:
-            proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.DEVNULL)
-            deadline = time.monotonic() + 120
-            while proc.poll() is None and time.monotonic() < deadline:
-                if done_batches(journal) >= threshold:
-                    proc.send_signal(signal.SIGKILL)
-                    killed += 1
-                    break
-                time.sleep(0.005)
-            proc.wait()
+        killed = kill_at_progress(command, env, journal, thresholds)
         done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
         assert done.returncode == 1, done.stderr[-3000:]  # the samples' invalid rows
         assert killed >= 12
