@@ -92,7 +92,7 @@ class Transition:
     state: str
     rows: Sequence[int] = ()
     keys: Sequence[str] | None = None
-    results: Sequence[Result] = ()
+    results: Sequence[tuple[int, str, str]] = ()  # (source_row, id, action), as Result
     rejects: Sequence[Reject] = ()
     ids: Mapping[tuple[str, str, str], str] = field(default_factory=dict)
     edges: int = 0  # association batches: edges written
@@ -307,3 +307,158 @@ class SqliteCheckpoint:
                 f"select key, id from idmap where object=? and prop=? and key in ({marks})",
                 (obj, prop, *part)).fetchall())
         return found
+
+
+_EXPORT_DDL = """
+create table if not exists export_meta (key text primary key, value text not null);
+create table if not exists export_ranges (
+    id integer primary key, kind text not null, lo integer not null, hi integer not null,
+    cursor integer, after text, state text not null);
+create table if not exists export_parts (
+    dataset text not null, part integer not null, range_id integer, path text,
+    rows integer not null, max_modified text,
+    primary key (dataset, part)) without rowid;
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class ExportRange:
+    """An `hs_object_id` range [lo, hi) of one export and how far it has been written."""
+
+    id: int
+    kind: str  # list | search
+    lo: int
+    hi: int
+    cursor: int | None  # the last id written to a part file
+    after: str | None  # the list cursor's opaque token after that id
+    state: str  # OPEN | DONE
+
+
+@dataclass(frozen=True, slots=True)
+class ExportPart:
+    dataset: str  # the object, or `object__to` for an edge table
+    part: int
+    range_id: int | None
+    path: str | None  # relative to the output folder; None: nothing to write (no edges)
+    rows: int
+    max_modified: str | None
+
+
+class ExportJournal:
+    """The journal of one export, in its own SQLite file (WAL, synchronous=FULL, 0600).
+
+    A range's cursor moves only in the transaction that records the part file holding
+    the rows up to it, so a part is either journaled with its cursor or an orphan the
+    next run deletes; a resumed export re-reads nothing it has journaled and writes no
+    row twice. Splitting a range (rebalancing) is one transaction too.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        prepare_folder(path)
+        for suffix in ("", "-wal", "-shm"):
+            target = Path(f"{path}{suffix}")
+            if not target.exists():
+                os.close(os.open(target, os.O_CREAT | os.O_WRONLY, 0o600))
+            os.chmod(target, 0o600)
+        try:
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._db.execute("pragma journal_mode=wal")
+            self._db.execute("pragma synchronous=full")
+            self._db.execute("pragma busy_timeout=5000")
+            self._db.executescript(_EXPORT_DDL)
+        except sqlite3.DatabaseError as exc:
+            raise CheckpointError(f"export checkpoint {path} is not usable: {exc}") from None
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _tx(self, statements: Iterable[tuple[str, Sequence[Any]]]) -> None:
+        db = self._db
+        db.execute("begin immediate")
+        try:
+            for sql, args in statements:
+                db.execute(sql, args)
+            db.execute("commit")
+        except BaseException:
+            db.execute("rollback")
+            raise
+
+    def get(self, key: str) -> str | None:
+        row = self._db.execute("select value from export_meta where key=?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def open(self, spec_hash: str, started_at: str) -> tuple[bool, str]:
+        """Start or resume; returns (resuming, the start time of the export being run).
+
+        A finished export is forgotten and started afresh; an unfinished one of another
+        spec is refused.
+        """
+        old = self.get("spec_hash")
+        state = self.get("state")
+        if old is not None and state != "DONE":
+            if old != spec_hash:
+                raise CheckpointError(
+                    f"export checkpoint {self.path} holds an unfinished export with other "
+                    "options; re-run that command to finish it, or use another --checkpoint")
+            return True, str(self.get("started_at"))
+        self._tx([("delete from export_meta", ()), ("delete from export_ranges", ()),
+                  ("delete from export_parts", ()),
+                  ("insert into export_meta values ('spec_hash', ?)", (spec_hash,)),
+                  ("insert into export_meta values ('started_at', ?)", (started_at,)),
+                  ("insert into export_meta values ('state', 'PLANNING')", ())])
+        return False, started_at
+
+    def set_state(self, state: str) -> None:
+        self._tx([("insert or replace into export_meta values ('state', ?)", (state,))])
+
+    def plan(self, ranges: Iterable[tuple[str, int, int]]) -> None:
+        """The first ranges (kind, lo, hi), together with the end of planning."""
+        self._tx([*(("insert into export_ranges (kind, lo, hi, state) values (?, ?, ?, 'OPEN')",
+                     r) for r in ranges),
+                  ("insert or replace into export_meta values ('state', 'RUNNING')", ())])
+
+    def ranges(self) -> list[ExportRange]:
+        return [ExportRange(*row) for row in self._db.execute(
+            "select id, kind, lo, hi, cursor, after, state from export_ranges order by lo")]
+
+    def split(self, range_id: int, mid: int) -> int:
+        """Cut range `range_id` at `mid`: it keeps [lo, mid), a new search range [mid, hi)."""
+        db = self._db
+        db.execute("begin immediate")
+        try:
+            (hi,) = db.execute("select hi from export_ranges where id=?", (range_id,)).fetchone()
+            db.execute("update export_ranges set hi=? where id=?", (mid, range_id))
+            new = db.execute("insert into export_ranges (kind, lo, hi, state) "
+                             "values ('search', ?, ?, 'OPEN')", (mid, hi)).lastrowid
+            db.execute("commit")
+        except BaseException:
+            db.execute("rollback")
+            raise
+        assert new is not None
+        return int(new)
+
+    def advance(self, range_id: int, cursor: int | None, after: str | None, done: bool,
+                part: ExportPart | None) -> None:
+        """Record a written part and move its range's cursor, in one transaction."""
+        statements: list[tuple[str, Sequence[Any]]] = [(
+            "update export_ranges set cursor=coalesce(?, cursor), after=?, state=? where id=?",
+            (cursor, after, "DONE" if done else "OPEN", range_id))]
+        if part is not None:
+            statements.append(self._part_insert(part))
+        self._tx(statements)
+
+    def _part_insert(self, part: ExportPart) -> tuple[str, Sequence[Any]]:
+        return ("insert or replace into export_parts values (?, ?, ?, ?, ?, ?)",
+                (part.dataset, part.part, part.range_id, part.path, part.rows,
+                 part.max_modified))
+
+    def add_part(self, part: ExportPart) -> None:
+        """An edge table part (no range cursor behind it)."""
+        self._tx([self._part_insert(part)])
+
+    def parts(self, dataset: str | None = None) -> list[ExportPart]:
+        sql = "select dataset, part, range_id, path, rows, max_modified from export_parts"
+        rows = (self._db.execute(sql + " where dataset=? order by part", (dataset,))
+                if dataset is not None else self._db.execute(sql + " order by dataset, part"))
+        return [ExportPart(*row) for row in rows]

@@ -157,11 +157,12 @@ class Journal:
         self._closed = False
         self._failure: BaseException | None = None
 
-    async def commit(self, transition: Transition) -> None:
+    async def commit(self, *transitions: Transition) -> None:
+        """Wait until `transitions` are durable (grouped with whatever else is pending)."""
         if self._failure is not None:
             raise self._failure
         done = anyio.Event()
-        self._pending.append((transition, done))
+        self._pending += [(t, done) for t in transitions]
         self._wake.set()
         await done.wait()
         if self._failure is not None:
@@ -182,7 +183,7 @@ class Journal:
                 except Exception as exc:  # the journal is broken: nothing may be sent now
                     self._failure = exc
                 for _, done in group:
-                    done.set()
+                    done.set()  # setting an Event twice is harmless
             if self._closed and not self._pending:
                 return
 
@@ -198,7 +199,7 @@ class Journal:
 class Sent:
     """What became of a set of inputs."""
 
-    results: list[Result] = field(default_factory=list)
+    results: list[tuple[int, str, str]] = field(default_factory=list)  # Result-shaped
     rejects: list[Reject] = field(default_factory=list)
     ids: dict[tuple[str, str, str], str] = field(default_factory=dict)
 
@@ -486,37 +487,46 @@ class StepRunner:
     # -- senders ----------------------------------------------------------------------
 
     async def _sender(self, receive: anyio.abc.ObjectReceiveStream[Batch]) -> None:
-        async with receive:
-            async for batch in receive:
-                if self._stopping:
-                    continue  # drain without sending: the next run picks these up
-                try:
-                    await self._process(batch)
-                except QuotaExhausted as exc:
-                    self._stop(str(exc), 4)
-                except (RetryableApiError, TransportError) as exc:
-                    self._stop(f"HubSpot unavailable after retries: {exc}", 4)
+        # A batch's DONE rides with the sender's next IN_FLIGHT commit (one fsync for
+        # both); if the run dies in between, the batch is reconciled like any in flight.
+        carry: list[Transition] = []
+        try:
+            async with receive:
+                async for batch in receive:
+                    if self._stopping:
+                        continue  # drain without sending: the next run picks these up
+                    try:
+                        await self._process(batch, carry)
+                    except QuotaExhausted as exc:
+                        self._stop(str(exc), 4)
+                    except (RetryableApiError, TransportError) as exc:
+                        self._stop(f"HubSpot unavailable after retries: {exc}", 4)
+        finally:
+            if carry:
+                with anyio.CancelScope(shield=True):
+                    await self.journal.commit(*carry)
 
-    async def _process(self, batch: Batch) -> None:
+    async def _process(self, batch: Batch, carry: list[Transition]) -> None:
         step = self.spec.step
         positions = list(range(len(batch.rows)))
         outcome = Sent()
         record = self.batches_done.get(batch.seq)
         if record is not None and record.state == IN_FLIGHT and self.spec.mode == "create":
             outcome, positions = await self._reconcile(batch, positions, record.started_at)
-        await self.journal.commit(Transition(step, batch.seq, IN_FLIGHT, rows=batch.rows,
-                                             keys=batch.keys))
+        await self.journal.commit(*carry, Transition(step, batch.seq, IN_FLIGHT,
+                                                     rows=batch.rows, keys=batch.keys))
+        carry.clear()
         started = time.time() if record is None or record.started_at is None else min(
             time.time(), record.started_at)
         if positions:
             self.state.sent_rows += len(positions)
             outcome.merge(await self._send(batch, positions, started))
-        await self.journal.commit(Transition(step, batch.seq, DONE, results=outcome.results,
-                                             rejects=outcome.rejects, ids=outcome.ids))
+        carry.append(Transition(step, batch.seq, DONE, results=outcome.results,
+                                rejects=outcome.rejects, ids=outcome.ids))
         self.state.done_rows += len(batch.rows)
         if outcome.rejects:
             self.state.rejected_rows += len({r.source_row for r in outcome.rejects}
-                                            - {r.source_row for r in outcome.results})
+                                            - {r[0] for r in outcome.results})
         self._show()
 
     def _show(self) -> None:
@@ -740,7 +750,7 @@ class StepRunner:
             where = by_id.get(str(result.get("id")))
             if where is not None:
                 out.results.append(Result(update.rows[where], str(result["id"]), "updated"))
-        done = {r.source_row for r in out.results}
+        done = {r[0] for r in out.results}
         out.rejects += [Reject(r, "", "NO_RESULT", "the update of the existing record "
                                "returned no result") for r in update.rows if r not in done]
         return out
@@ -810,7 +820,8 @@ _TRACE_ID = re.compile(rb'"objectWriteTraceId":"(\d+)"')
 _NEW_FLAG = re.compile(rb'"new":(true|false)')
 
 
-def _fast_results(body: bytes, rows: Sequence[int], mode: Mode) -> list[Result] | None:
+def _fast_results(body: bytes, rows: Sequence[int],
+                  mode: Mode) -> list[tuple[int, str, str]] | None:
     """Read a clean answer narrowly: one (id, trace id) pair per input, nothing else.
 
     Walking the decoded echo of 100 records cost more than the rest of the client. In
@@ -835,7 +846,7 @@ def _fast_results(body: bytes, rows: Sequence[int], mode: Mode) -> list[Result] 
         actions = ["created" if flag == b"true" else "updated" for flag in flags]
     else:
         actions = ["created" if mode == "create" else "updated"] * len(rows)
-    return list(map(Result, traced, [i.decode() for i in ids], actions))
+    return list(zip(traced, [i.decode() for i in ids], actions, strict=True))
 
 
 def _by_key(batch: Batch, positions: Sequence[int]) -> dict[str, int]:
