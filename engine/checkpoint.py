@@ -409,8 +409,11 @@ class ExportJournal:
                   ("insert into export_meta values ('state', 'PLANNING')", ())])
         return False, started_at
 
+    def set(self, key: str, value: str) -> None:
+        self._tx([("insert or replace into export_meta values (?, ?)", (key, value))])
+
     def set_state(self, state: str) -> None:
-        self._tx([("insert or replace into export_meta values ('state', ?)", (state,))])
+        self.set("state", state)
 
     def plan(self, ranges: Iterable[tuple[str, int, int]]) -> None:
         """The first ranges (kind, lo, hi), together with the end of planning."""

@@ -1,0 +1,917 @@
+"""Export: the scheduler that reads one object type (and its associations) into part files.
+
+Two read budgets are used at once (ARCHITECTURE.md, "Export"):
+
+* the list endpoint (`GET /crm/v3/objects/{type}`, 100 per page) counts against the
+  rolling 10-second window and is one sequential cursor that can only start at the
+  beginning of the id space;
+* search (`POST .../search`, 200 per page) has its own ~5/s limit, outside the window,
+  and can read any `hs_object_id` range: sorted by id, filtered `BETWEEN start AND hi-1`,
+  and continued from the last id read, so no query ever meets the 10,000-result cap.
+
+The id space `[min id, max id]` is cut into ranges. The first range belongs to the list
+cursor, the others to search readers; an idle search reader takes a free range or splits
+the largest one still being read (the reader keeps the lower half). The list returns
+records in ascending id order (the sandbox does, and HubSpot does in practice; the
+documentation promises nothing): the list reader checks it on every page, and stops at
+its range's upper bound. Should the list ever go backwards, the reader stops trusting the
+order: it reads the list to its end keeping only its own range's ids (each id still lands
+in exactly one range) and its range is no longer split.
+
+Incremental exports (`since`) read by search only, with a `GTE` filter on the object's
+last-modified property; archived exports read by the list only (search sees live records
+only). The watermark written to the manifest is the time the export started (kept across
+resumes): every change after it has a later last-modified time, so the next run's
+`since = watermark - lookback` misses nothing; the largest last-modified value seen would
+miss records changed during the export in ranges already read.
+
+Exactly once: rows are buffered per range and flushed to a part file every
+`rows_per_part` rows and at the end of the range; the part is written to a temp name and
+renamed, then journaled in the same transaction that moves the range's cursor. A part
+file without a journal row (a crash between the rename and the commit) is deleted on
+resume and its rows are read again. Association edges are read per record part (v4 batch
+read, 1,000 ids a call, following per-record paging) into an edge part with the same
+number, journaled on its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import itertools
+import logging
+import os
+import re
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import anyio
+import anyio.abc
+import orjson
+import polars as pl
+
+from engine import __version__
+from engine.checkpoint import ExportJournal, ExportPart, ExportRange
+from engine.client import HubSpotClient
+from engine.errors import ConfigError, EngineError
+from engine.report import ProgressView
+from engine.schema import ObjectType, Property, Schema, canonical_object, fetch_schema
+
+log = logging.getLogger("hsbulk.export")
+
+Format = Literal["parquet", "csv"]
+LIST_PAGE = 100
+SEARCH_PAGE = 200
+ASSOCIATION_READ_INPUTS = 1_000
+MANIFEST = "_manifest.json"
+ID_SPACE_END = 2**62
+_FORMULA_START = r"^[=+\-@\t\r\n]"
+_EPOCH = r"^-?\d+$"
+_PART = re.compile(r"^part-\d{5,}\.(parquet|csv)$")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d)?\s*$")
+_DURATION_S = {"ms": 0.001, "s": 1.0, None: 1.0, "m": 60.0, "min": 60.0, "h": 3600.0,
+               "d": 86400.0}
+
+
+@dataclass(frozen=True, slots=True)
+class ExportSpec:
+    """What to export and where. `properties` None means every property of the schema."""
+
+    object_type: str
+    out_dir: Path
+    format: Format = "parquet"
+    properties: tuple[str, ...] | None = None
+    associations: tuple[str, ...] = ()
+    since: datetime | None = None
+    lookback: timedelta = timedelta(0)
+    archived: bool = False
+    partitions: int = 4  # concurrent search readers beside the list cursor
+    escape_formulas: bool = True
+    checkpoint: Path | None = None  # default OUT/.hsbulk/export-{object}.db
+    rows_per_part: int = 50_000
+
+    def __post_init__(self) -> None:
+        if self.format not in ("parquet", "csv"):
+            raise ConfigError(f"--format must be parquet or csv, not {self.format!r}")
+        if self.partitions < 0:
+            raise ConfigError("--partitions must not be negative")
+        if self.rows_per_part < 1:
+            raise ConfigError("--rows-per-part must be at least 1")
+        if self.since is not None and self.archived:
+            raise ConfigError("--since reads by search, which sees no archived records: "
+                              "drop --archived or --since")
+        if self.lookback < timedelta(0):
+            raise ConfigError("--lookback must not be negative")
+
+    @property
+    def checkpoint_path(self) -> Path:
+        if self.checkpoint is not None:
+            return self.checkpoint
+        return self.out_dir / ".hsbulk" / f"export-{canonical_object(self.object_type)}.db"
+
+    @property
+    def since_utc(self) -> datetime | None:
+        if self.since is None:
+            return None
+        since = self.since if self.since.tzinfo else self.since.replace(tzinfo=UTC)
+        return since.astimezone(UTC) - self.lookback
+
+
+@dataclass(slots=True)
+class ExportSummary:
+    """The run's account; `records`/`edges` count everything written, resumed runs included."""
+
+    object: str
+    out_dir: str
+    format: str
+    records: int = 0
+    edges: dict[str, int] = field(default_factory=dict)
+    parts: int = 0
+    records_read: int = 0  # by this run
+    api_calls: int = 0
+    search_calls: int = 0
+    list_calls: int = 0
+    association_calls: int = 0
+    http_429: int = 0
+    retries: int = 0
+    ranges: int = 0
+    splits: int = 0
+    elapsed_s: float = 0.0
+    records_per_s: float = 0.0
+    watermark: str | None = None
+    since: str | None = None
+    resumed: bool = False
+    state: str = "done"
+    unparsed_values: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# -- columns and decoding -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    name: str
+    kind: str  # string | number | date | datetime | bool | multi
+
+
+def column_kind(prop: Property | None) -> str:
+    if prop is None:
+        return "string"
+    if prop.is_multi:
+        return "multi"
+    if prop.type in ("number", "date", "datetime", "bool"):
+        return prop.type
+    return "string"
+
+
+def modified_property(obj: ObjectType) -> str:
+    return "lastmodifieddate" if obj.type_id == "0-1" else "hs_lastmodifieddate"
+
+
+def plan_columns(schema: Schema, wanted: Sequence[str] | None, modified: str) -> list[Column]:
+    """The exported properties: the ones asked for, or all; the last-modified one always."""
+    if wanted is None:
+        names = [p.name for p in schema.properties if p.name != "hs_object_id"]
+    else:
+        unknown = [n for n in wanted if n not in schema]
+        if unknown:
+            raise ConfigError(f"{schema.object_type} has no properties {', '.join(unknown)}")
+        names = list(dict.fromkeys(wanted))
+    if modified not in names and modified in schema:
+        names.append(modified)
+    return [Column(n, column_kind(schema.get(n))) for n in names]
+
+
+def decode_page(results: Sequence[dict[str, Any]], names: Sequence[str]) -> pl.DataFrame:
+    """One page of records -> `id` (Int64) and one String column per property."""
+    props = [r.get("properties") or {} for r in results]
+    data: dict[str, pl.Series] = {
+        "id": pl.Series("id", [int(r["id"]) for r in results], dtype=pl.Int64)}
+    for name in names:
+        data[name] = pl.Series(name, [p.get(name) for p in props], dtype=pl.String)
+    return pl.DataFrame(data)
+
+
+def _epoch_ms(e: pl.Expr) -> pl.Expr:
+    return (pl.when(e.str.contains(_EPOCH)).then(e.cast(pl.Int64, strict=False))
+            .cast(pl.Datetime("ms", "UTC")))
+
+
+def typed_expr(column: Column) -> pl.Expr:
+    """A property's text as its Parquet type; values that do not parse become null."""
+    e = pl.col(column.name)
+    if column.kind == "number":
+        return e.cast(pl.Float64, strict=False)
+    if column.kind == "bool":
+        return e.str.to_lowercase().replace_strict({"true": True, "false": False},
+                                                   default=None, return_dtype=pl.Boolean)
+    if column.kind == "datetime":
+        return pl.coalesce(e.str.to_datetime("%Y-%m-%dT%H:%M:%S%.fZ", time_unit="ms",
+                                             time_zone="UTC", strict=False), _epoch_ms(e))
+    if column.kind == "date":
+        return pl.coalesce(e.str.slice(0, 10).str.to_date("%Y-%m-%d", strict=False),
+                           _epoch_ms(e).dt.date())
+    if column.kind == "multi":
+        return e.str.split(";").list.eval(pl.element().filter(pl.element() != ""))
+    return e
+
+
+def escape_expr(name: str) -> pl.Expr:
+    """A text cell that a spreadsheet would run as a formula gets a leading `'`."""
+    e = pl.col(name)
+    return (pl.when(e.str.contains(_FORMULA_START)).then(pl.lit("'") + e).otherwise(e)
+            .alias(name))
+
+
+def shape_frame(raw: pl.DataFrame, columns: Sequence[Column], fmt: Format,
+                escape: bool) -> tuple[pl.DataFrame, int]:
+    """Raw text columns -> the frame to write, and how many values did not parse."""
+    if fmt == "csv":
+        if not escape:
+            return raw, 0
+        return raw.with_columns(escape_expr(c.name) for c in columns
+                                if c.kind != "number"), 0
+    typed = raw.with_columns(typed_expr(c).alias(c.name) for c in columns)
+    checked = [c.name for c in columns if c.kind in ("number", "bool", "date", "datetime")]
+    unparsed = 0
+    if checked:
+        counts = pl.DataFrame({n: raw[n] for n in checked}).select(
+            (pl.col(n).str.len_bytes().fill_null(0) > 0).sum() for n in checked)
+        nulls = typed.select(pl.col(n).is_not_null().sum() for n in checked)
+        unparsed = int(sum(counts.row(0)) - sum(nulls.row(0)))
+    return typed, unparsed
+
+
+def write_atomic(path: Path, frame: pl.DataFrame, fmt: Format) -> None:
+    """Temp file, fsync, rename, fsync the folder: a reader sees a whole part or none.
+
+    Not report.write_frame: CSV parts need CRLF line ends (RFC 4180), and a part's journal
+    row (synchronous=FULL) must not outlive its data on power loss.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    if fmt == "parquet":
+        frame.write_parquet(temp)
+    else:
+        frame.write_csv(temp, line_terminator="\r\n")
+    _fsync(temp)
+    os.replace(temp, path)
+    _fsync(path.parent)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_json_atomic(path: Path, body: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    temp.write_bytes(orjson.dumps(body, option=orjson.OPT_INDENT_2))
+    os.replace(temp, path)
+
+
+def write_export_summary(path: Path, summary: ExportSummary) -> None:
+    write_json_atomic(path, summary.as_dict())
+
+
+EDGE_SCHEMA: dict[str, pl.DataType] = {
+    "from_id": pl.Int64(), "to_id": pl.Int64(), "type_id": pl.Int64(),
+    "category": pl.String(), "label": pl.String()}
+
+
+# -- ranges ------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Range:
+    id: int
+    kind: str
+    lo: int
+    hi: int
+    cursor: int | None  # last id read (buffered or written)
+    after: str | None
+    owned: bool = False
+    closing: bool = False  # its reader has seen its end: never split it again
+    ordered: bool = True  # list ranges: the list came back in ascending id order
+
+    @classmethod
+    def of(cls, r: ExportRange) -> _Range:
+        return cls(r.id, r.kind, r.lo, r.hi, r.cursor, r.after)
+
+    @property
+    def start(self) -> int:
+        return self.lo if self.cursor is None else self.cursor + 1
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.hi - self.start)
+
+
+class Planner:
+    """Which range each reader reads next; splits the largest range for an idle reader.
+
+    Synchronous (no awaits): a split is decided and journaled in one step, so no reader
+    sees half of it. A range is split only above the last id its reader has read, and the
+    reader drops ids at or above its (new) upper bound, so each id has one reader.
+    """
+
+    def __init__(self, ranges: Iterable[_Range], journal: ExportJournal,
+                 min_split: int = 1_000) -> None:
+        self.ranges = list(ranges)
+        self.journal = journal
+        self.min_split = min_split
+        self.splits = 0
+
+    def take_list_range(self) -> _Range | None:
+        for r in self.ranges:
+            if r.kind == "list" and not r.owned:
+                r.owned = True
+                return r
+        return None
+
+    def take_search_range(self) -> _Range | None:
+        free = [r for r in self.ranges if r.kind == "search" and not r.owned]
+        if free:
+            best = max(free, key=lambda r: r.remaining)
+            best.owned = True
+            return best
+        busy = [r for r in self.ranges if not r.closing and r.ordered
+                and r.remaining >= self.min_split]
+        if not busy:
+            return None
+        victim = max(busy, key=lambda r: r.remaining)
+        mid = victim.start + victim.remaining // 2
+        new_id = self.journal.split(victim.id, mid)
+        new = _Range(new_id, "search", mid, victim.hi, None, None, owned=True)
+        victim.hi = mid
+        self.ranges.append(new)
+        self.splits += 1
+        return new
+
+    def finished(self, r: _Range) -> None:
+        self.ranges.remove(r)
+
+
+@dataclass(slots=True)
+class _Buffer:
+    frames: list[pl.DataFrame] = field(default_factory=list)
+    rows: int = 0
+
+    def add(self, frame: pl.DataFrame) -> None:
+        if frame.height:
+            self.frames.append(frame)
+            self.rows += frame.height
+
+    def take(self) -> pl.DataFrame:
+        frame = pl.concat(self.frames, rechunk=True)
+        self.frames = []
+        self.rows = 0
+        return frame
+
+
+# -- the export ----------------------------------------------------------------------------
+
+
+class _Export:
+    def __init__(self, client: HubSpotClient, spec: ExportSpec,
+                 progress: ProgressView | None) -> None:
+        self.client = client
+        self.spec = spec
+        self.progress = progress
+        self.obj = canonical_object(spec.object_type)
+        self.targets = [canonical_object(t) for t in spec.associations]
+        self.modified = modified_property(self.obj)
+        self.columns: list[Column] = []
+        self.names: list[str] = []
+        self.journal: ExportJournal | None = None
+        self.planner: Planner | None = None
+        self.next_part = 1
+        self.records_read = 0
+        self.records_done = 0
+        self.total: int | None = None
+        self.unparsed = 0
+        self.list_calls = 0
+        self.association_calls = 0
+        self.notes: list[str] = []
+        self.edge_send: anyio.abc.ObjectSendStream[tuple[int, list[int]]] | None = None
+
+    @property
+    def ext(self) -> str:
+        return self.spec.format
+
+    def dataset_dir(self, dataset: str) -> Path:
+        return self.spec.out_dir / dataset
+
+    def edge_dataset(self, target: ObjectType) -> str:
+        return f"{self.obj}__{target}"
+
+    def spec_hash(self) -> str:
+        s = self.spec
+        key = {"object": self.obj.type_id, "columns": [[c.name, c.kind] for c in self.columns],
+               "format": s.format, "associations": [t.type_id for t in self.targets],
+               "since": s.since_utc.isoformat() if s.since_utc else None,
+               "archived": s.archived, "escape": s.escape_formulas,
+               "base_url": self.client.settings.base_url}
+        return hashlib.sha256(orjson.dumps(key)).hexdigest()
+
+    # -- run --------------------------------------------------------------------------
+
+    async def run(self) -> ExportSummary:
+        started = time.monotonic()
+        spec = self.spec
+        if spec.archived and self.targets:
+            raise ConfigError("associations of archived records cannot be read: drop "
+                              "--associations or --archived")
+        schema = await fetch_schema(self.client, self.obj)
+        self.columns = plan_columns(schema, spec.properties, self.modified)
+        self.names = [c.name for c in self.columns]
+        journal = self.journal = ExportJournal(spec.checkpoint_path)
+        try:
+            now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+            resumed, watermark = journal.open(self.spec_hash(), now)
+            if journal.get("state") == "PLANNING":
+                if not resumed:
+                    (spec.out_dir / MANIFEST).unlink(missing_ok=True)
+                self.remove_orphans()
+                await self.plan()
+            else:
+                self.remove_orphans()
+                self.total = int(journal.get("total") or 0) or None
+            parts = journal.parts(str(self.obj))
+            self.records_done = sum(p.rows for p in parts)
+            self.next_part = max((p.part for p in journal.parts()), default=0) + 1
+            ranges = [_Range.of(r) for r in journal.ranges() if r.state == "OPEN"]
+            self.planner = Planner(ranges, journal)
+            if self.progress is not None:
+                self.progress.start(f"export {self.obj}", self.total)
+            await self.read_all(parts)
+            summary = self.finish(watermark, resumed, time.monotonic() - started)
+            journal.set_state("DONE")
+            return summary
+        finally:
+            if self.progress is not None:
+                self.progress.stop()
+            journal.close()
+
+    def remove_orphans(self) -> None:
+        """Delete part files the journal does not know (a crash after a rename) and temps."""
+        assert self.journal is not None
+        known = {p.path for p in self.journal.parts() if p.path}
+        for dataset in [str(self.obj), *(self.edge_dataset(t) for t in self.targets)]:
+            folder = self.dataset_dir(dataset)
+            if not folder.is_dir():
+                continue
+            for item in folder.iterdir():
+                relative = f"{dataset}/{item.name}"
+                temp = item.name.startswith(".part-") and ".tmp-" in item.name
+                if temp or (_PART.match(item.name) and relative not in known):
+                    item.unlink(missing_ok=True)
+
+    async def plan(self) -> None:
+        """Find the id bounds and journal the first ranges."""
+        assert self.journal is not None
+        spec = self.spec
+        if spec.archived:
+            self.journal.plan([("list", 0, ID_SPACE_END)])
+            return
+        low, total = await self.probe(ascending=True)
+        if low is None:
+            self.journal.set("total", "0")
+            self.journal.plan([])
+            self.total = 0
+            return
+        high, _ = await self.probe(ascending=False)
+        assert high is not None
+        self.total = total
+        self.journal.set("total", str(total))
+        lo, hi = low, high + 1
+        incremental = spec.since is not None
+        pieces = max(1, spec.partitions) if incremental else spec.partitions + 1
+        width = max(1, -(-(hi - lo) // pieces))
+        bounds = [(lo + i * width, min(hi, lo + (i + 1) * width)) for i in range(pieces)]
+        bounds = [(a, b) for a, b in bounds if a < b]
+        kinds = ["search" if incremental or i else "list" for i in range(len(bounds))]
+        self.journal.plan([(k, a, b) for k, (a, b) in zip(kinds, bounds, strict=True)])
+
+    def since_filters(self) -> list[dict[str, str]]:
+        since = self.spec.since_utc
+        if since is None:
+            return []
+        return [{"propertyName": self.modified, "operator": "GTE",
+                 "value": str(int(since.timestamp() * 1000))}]
+
+    async def probe(self, *, ascending: bool) -> tuple[int | None, int]:
+        body: dict[str, Any] = {
+            "sorts": [{"propertyName": "hs_object_id",
+                       "direction": "ASCENDING" if ascending else "DESCENDING"}],
+            "properties": ["hs_object_id"], "limit": 1}
+        filters = self.since_filters()
+        if filters:
+            body["filterGroups"] = [{"filters": filters}]
+        data = (await self.client.post_json(self.search_path, body, search=True)).json()
+        results = data.get("results") or []
+        total = int(data.get("total") or 0)
+        return (int(results[0]["id"]) if results else None), total
+
+    @property
+    def search_path(self) -> str:
+        return f"/crm/v3/objects/{self.obj.path_name}/search"
+
+    async def read_all(self, parts: list[ExportPart]) -> None:
+        assert self.planner is not None
+        spec = self.spec
+        list_range = self.planner.take_list_range()
+        searchers = 0 if spec.archived else (
+            max(1, spec.partitions) if spec.since is not None else spec.partitions)
+        backlog = self.edge_backlog(parts)
+        async with anyio.create_task_group() as tg:
+            receive = None
+            if self.targets:
+                send, receive = anyio.create_memory_object_stream[tuple[int, list[int]]](4)
+                self.edge_send = send
+                async with receive:
+                    for _ in range(2):
+                        tg.start_soon(self.edge_worker, receive.clone())
+            async with anyio.create_task_group() as readers:
+                if backlog:
+                    readers.start_soon(self.send_backlog, backlog)
+                if list_range is not None:
+                    readers.start_soon(self.list_reader, list_range)
+                for _ in range(searchers):
+                    readers.start_soon(self.search_reader)
+            if self.edge_send is not None:
+                await self.edge_send.aclose()
+
+    def edge_backlog(self, parts: list[ExportPart]) -> list[tuple[int, list[int]]]:
+        """Record parts of an earlier run whose edge parts were not all written."""
+        assert self.journal is not None
+        if not self.targets:
+            return []
+        done: dict[int, int] = {}
+        for t in self.targets:
+            for p in self.journal.parts(self.edge_dataset(t)):
+                done[p.part] = done.get(p.part, 0) + 1
+        out = []
+        for p in parts:
+            if done.get(p.part, 0) < len(self.targets) and p.path:
+                path = self.spec.out_dir / p.path
+                if self.spec.format == "parquet":
+                    ids = pl.read_parquet(path, columns=["id"])["id"]
+                else:
+                    ids = pl.read_csv(path, columns=["id"], schema_overrides={"id": pl.Int64})[
+                        "id"]
+                out.append((p.part, ids.to_list()))
+        return out
+
+    async def send_backlog(self, backlog: list[tuple[int, list[int]]]) -> None:
+        assert self.edge_send is not None
+        for item in backlog:
+            await self.edge_send.send(item)
+
+    # -- readers ------------------------------------------------------------------------
+
+    async def search_reader(self) -> None:
+        assert self.planner is not None
+        while (r := self.planner.take_search_range()) is not None:
+            await self.read_search_range(r)
+            self.planner.finished(r)
+
+    async def read_search_range(self, r: _Range) -> None:
+        buffer = _Buffer()
+        filters = self.since_filters()
+        while True:
+            start = r.start
+            done = start >= r.hi
+            if not done:
+                body = {
+                    "filterGroups": [{"filters": [
+                        {"propertyName": "hs_object_id", "operator": "BETWEEN",
+                         "value": str(start), "highValue": str(r.hi - 1)}, *filters]}],
+                    "sorts": [{"propertyName": "hs_object_id", "direction": "ASCENDING"}],
+                    "properties": self.names, "limit": SEARCH_PAGE}
+                data = (await self.client.post_json(self.search_path, body, search=True)).json()
+                results: list[dict[str, Any]] = data.get("results") or []
+                ids = [int(x["id"]) for x in results]
+                if any(b <= a for a, b in itertools.pairwise(ids)) or (
+                        ids and ids[0] < start):
+                    raise EngineError(f"search on {self.obj} did not return ids in ascending "
+                                      "order from the requested bound; cannot page safely")
+                hi = r.hi  # may have shrunk while the call was out
+                kept = sum(1 for i in ids if i < hi)
+                done = len(results) < SEARCH_PAGE or kept < len(results)
+                if kept:
+                    buffer.add(decode_page(results[:kept], self.names))
+                    r.cursor = ids[kept - 1]
+                    self.records_read += kept
+            if done:
+                r.closing = True
+            if done or buffer.rows >= self.spec.rows_per_part:
+                await self.flush(r, buffer, done)
+            self.report_progress()
+            if done:
+                return
+
+    async def list_reader(self, r: _Range) -> None:
+        path = f"/crm/v3/objects/{self.obj.path_name}"
+        buffer = _Buffer()
+        last_seen = r.cursor if r.cursor is not None else -1
+        after = r.after
+        props = ",".join(self.names)
+        done = False
+        while not done:
+            params: dict[str, str | int] = {"limit": LIST_PAGE, "properties": props,
+                                            "archived": "true" if self.spec.archived
+                                            else "false"}
+            if after is not None:
+                params["after"] = after
+            data = await self.client.get_json(path, params)
+            self.list_calls += 1
+            results: list[dict[str, Any]] = data.get("results") or []
+            ids = [int(x["id"]) for x in results]
+            if (r.ordered and any(i <= last_seen for i in ids)) or any(
+                    b <= a for a, b in itertools.pairwise(ids)):
+                if r.ordered:
+                    log.warning("the list of %s is not in id order: reading it to the end",
+                                self.obj)
+                    self.notes.append("list not in id order: list cursor read to the end")
+                r.ordered = False
+            last_seen = max([last_seen, *ids])
+            lo, hi = r.lo, r.hi
+            keep = [i for i, x in enumerate(ids) if lo <= x < hi]
+            after = ((data.get("paging") or {}).get("next") or {}).get("after")
+            done = after is None or (r.ordered and any(x >= hi for x in ids))
+            if keep:
+                buffer.add(decode_page([results[i] for i in keep], self.names))
+                if r.ordered:
+                    r.cursor = ids[keep[-1]]
+                self.records_read += len(keep)
+            r.after = None if after is None else str(after)
+            if done:
+                r.closing = True
+            if done or buffer.rows >= self.spec.rows_per_part:
+                await self.flush(r, buffer, done, list_cursor=True)
+            self.report_progress()
+        assert self.planner is not None
+        self.planner.finished(r)
+
+    async def flush(self, r: _Range, buffer: _Buffer, done: bool,
+                    list_cursor: bool = False) -> None:
+        assert self.journal is not None
+        cursor = r.cursor  # an unordered list keeps its last ordered id; `after` rules
+        after = r.after if list_cursor else None
+        if not buffer.rows:
+            if done:
+                self.journal.advance(r.id, cursor, after, True, None)
+            return
+        part_no = self.next_part
+        self.next_part += 1
+        frame = buffer.take()
+        relative = f"{self.obj}/part-{part_no:05d}.{self.ext}"
+        max_modified, unparsed = await anyio.to_thread.run_sync(
+            self.write_records, frame, self.spec.out_dir / relative)
+        self.unparsed += unparsed
+        part = ExportPart(str(self.obj), part_no, r.id, relative, frame.height, max_modified)
+        self.journal.advance(r.id, cursor, after, done, part)
+        self.records_done += frame.height
+        if self.edge_send is not None:
+            await self.edge_send.send((part_no, frame["id"].to_list()))
+
+    def write_records(self, raw: pl.DataFrame, path: Path) -> tuple[str | None, int]:
+        modified: str | None = None
+        if self.modified in raw.columns:
+            latest = raw.select(typed_expr(Column(self.modified, "datetime")).max()).item()
+            if latest is not None:
+                modified = latest.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        frame, unparsed = shape_frame(raw, self.columns, self.spec.format,
+                                      self.spec.escape_formulas)
+        write_atomic(path, frame, self.spec.format)
+        return modified, unparsed
+
+    def report_progress(self) -> None:
+        if self.progress is None:
+            return
+        stats = self.client.stats
+        self.progress.update(done=self.records_done, total=self.total, sent=stats.api_calls,
+                             rejected=0, retries=stats.retries, http_429=stats.http_429,
+                             description=f"export {self.obj}")
+
+    # -- associations ---------------------------------------------------------------------
+
+    async def edge_worker(self, receive: anyio.abc.ObjectReceiveStream[tuple[int, list[int]]]
+                          ) -> None:
+        async with receive:
+            async for part_no, ids in receive:
+                for target in self.targets:
+                    await self.write_edges(part_no, ids, target)
+
+    async def write_edges(self, part_no: int, ids: list[int], target: ObjectType) -> None:
+        assert self.journal is not None
+        dataset = self.edge_dataset(target)
+        rows: list[tuple[int, int, int, str | None, str | None]] = []
+        path = f"/crm/v4/associations/{self.obj.path_name}/{target.path_name}/batch/read"
+        pending: list[dict[str, str]] = [{"id": str(i)} for i in ids]
+        slots = anyio.CapacityLimiter(4)
+
+        async def read(chunk: list[dict[str, str]], follow: list[dict[str, str]]) -> None:
+            async with slots:
+                answer = (await self.client.post_json(path, {"inputs": chunk})).json()
+            self.association_calls += 1
+            for item in answer.get("results") or []:
+                from_id = int(item["from"]["id"])
+                rows.extend((from_id, int(to["toObjectId"]), int(kind["typeId"]),
+                             kind.get("category"), kind.get("label"))
+                            for to in item.get("to") or []
+                            for kind in to.get("associationTypes") or [])
+                after = ((item.get("paging") or {}).get("next") or {}).get("after")
+                if after:
+                    follow.append({"id": str(from_id), "after": str(after)})
+
+        while pending:
+            follow: list[dict[str, str]] = []
+            async with anyio.create_task_group() as tg:
+                for start in range(0, len(pending), ASSOCIATION_READ_INPUTS):
+                    tg.start_soon(read, pending[start : start + ASSOCIATION_READ_INPUTS],
+                                  follow)
+            pending = follow
+        relative: str | None = None
+        if rows:
+            relative = f"{dataset}/part-{part_no:05d}.{self.ext}"
+            frame = pl.DataFrame(rows, schema=EDGE_SCHEMA, orient="row")
+            await anyio.to_thread.run_sync(write_atomic, self.spec.out_dir / relative, frame,
+                                           self.spec.format)
+        self.journal.add_part(ExportPart(dataset, part_no, None, relative, len(rows), None))
+
+    # -- the end ----------------------------------------------------------------------------
+
+    def finish(self, watermark: str, resumed: bool, elapsed_s: float) -> ExportSummary:
+        assert self.journal is not None and self.planner is not None
+        spec = self.spec
+        parts = self.journal.parts()
+        records = [p for p in parts if p.dataset == str(self.obj)]
+        modified = [p.max_modified for p in records if p.max_modified]
+        edges = {str(t): sum(p.rows for p in parts if p.dataset == self.edge_dataset(t))
+                 for t in self.targets}
+        since = spec.since_utc.isoformat().replace("+00:00", "Z") if spec.since_utc else None
+        manifest = {
+            "object": str(self.obj), "object_type_id": self.obj.type_id,
+            "format": spec.format, "hsbulk": __version__,
+            "columns": {"id": "id", **{c.name: c.kind for c in self.columns}},
+            "properties": self.names, "associations": [str(t) for t in self.targets],
+            "archived": spec.archived, "since": since,
+            "lookback_s": spec.lookback.total_seconds(), "modified_property": self.modified,
+            "watermark": watermark, "max_modified_seen": max(modified, default=None),
+            "records": sum(p.rows for p in records), "edges": edges,
+            "csv_formulas_escaped": spec.format == "csv" and spec.escape_formulas,
+            "files": [{"dataset": p.dataset, "path": p.path, "rows": p.rows}
+                      for p in parts if p.path],
+        }
+        write_json_atomic(spec.out_dir / MANIFEST, manifest)
+        stats = self.client.stats
+        summary = ExportSummary(
+            object=str(self.obj), out_dir=str(spec.out_dir), format=spec.format,
+            records=sum(p.rows for p in records), edges=edges,
+            parts=len([p for p in parts if p.path]),
+            records_read=self.records_read, api_calls=stats.api_calls,
+            search_calls=stats.search_calls, list_calls=self.list_calls,
+            association_calls=self.association_calls, http_429=stats.http_429,
+            retries=stats.retries, ranges=len(self.journal.ranges()),
+            splits=self.planner.splits, elapsed_s=round(elapsed_s, 3),
+            records_per_s=round(self.records_read / elapsed_s, 1) if elapsed_s > 0 else 0.0,
+            watermark=watermark, since=since, resumed=resumed,
+            unparsed_values=self.unparsed, notes=self.notes)
+        if self.unparsed:
+            summary.notes.append(f"{self.unparsed} values did not parse as their property "
+                                 "type and were written as null")
+        return summary
+
+
+async def run_export(client: HubSpotClient, spec: ExportSpec, *,
+                     progress: ProgressView | None = None) -> ExportSummary:
+    """Export `spec.object_type` (and its associations) into `spec.out_dir`; resumable."""
+    return await _Export(client, spec, progress).run()
+
+
+# -- command line ---------------------------------------------------------------------------
+
+
+def parse_since(text: str) -> datetime:
+    """ISO 8601 (naive = UTC) or epoch milliseconds."""
+    raw = text.strip()
+    try:
+        if re.fullmatch(r"-?\d{10,}", raw):
+            return datetime.fromtimestamp(int(raw) / 1000, UTC)
+        value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(f"--since {text!r} is not an ISO 8601 time or epoch ms") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def parse_duration(text: str) -> timedelta:
+    """`10m`, `30s`, `2h`, `1d`, `500ms` (a bare number is seconds)."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ConfigError(f"--lookback {text!r} is not a duration such as 10m, 30s or 2h")
+    return timedelta(seconds=float(match.group(1)) * _DURATION_S[match.group(2)])
+
+
+def watermark_of(folder: Path) -> datetime:
+    """The watermark a previous export wrote into FOLDER/_manifest.json."""
+    path = folder / MANIFEST
+    try:
+        manifest = orjson.loads(path.read_bytes())
+        return parse_since(str(manifest["watermark"]))
+    except (OSError, orjson.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ConfigError(f"--since-manifest: no watermark in {path} ({exc})") from None
+
+
+def add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    """`export TYPE --out DIR ...` (connection flags, --checkpoint, --summary come from cli)."""
+    parser.add_argument("object_type", metavar="TYPE",
+                        help="object to export: contacts, companies, 0-3, 2-123, ...")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR",
+                        help="output folder: DIR/TYPE/part-*.{parquet,csv}, "
+                        "DIR/TYPE__TO/ edge tables, DIR/_manifest.json")
+    parser.add_argument("--format", choices=["parquet", "csv"], default="parquet",
+                        help="part file format (default parquet)")
+    parser.add_argument("--properties", default="all", metavar="a,b|all",
+                        help="properties to export (default all)")
+    parser.add_argument("--associations", default="", metavar="companies,deals",
+                        help="also write the association edges to these object types")
+    since = parser.add_mutually_exclusive_group()
+    since.add_argument("--since", metavar="ISO",
+                       help="only records modified at or after this time (search-based)")
+    since.add_argument("--since-manifest", type=Path, metavar="DIR",
+                       help="continue from the watermark of a previous export in DIR")
+    parser.add_argument("--lookback", default="0s", metavar="DURATION",
+                        help="subtract this from --since, e.g. 10m (default 0)")
+    parser.add_argument("--archived", action="store_true",
+                        help="export archived records instead of live ones (list only)")
+    parser.add_argument("--partitions", type=int, default=4, metavar="N",
+                        help="search readers beside the list cursor (default 4; 0: list only)")
+    parser.add_argument("--rows-per-part", type=int, default=50_000, metavar="N",
+                        help="rows per part file (default 50000; bounds memory)")
+    parser.add_argument("--no-escape-formulas", action="store_true",
+                        help="CSV: keep cells starting with = + - @ tab CR LF as they are")
+
+
+def export_spec_from_args(args: argparse.Namespace) -> ExportSpec:
+    since = parse_since(args.since) if args.since else None
+    if args.since_manifest is not None:
+        since = watermark_of(args.since_manifest)
+    props = None if args.properties.strip().lower() in ("", "all") else tuple(
+        p.strip() for p in args.properties.split(",") if p.strip())
+    return ExportSpec(
+        object_type=str(canonical_object(args.object_type)), out_dir=args.out,
+        format=args.format, properties=props,
+        associations=tuple(str(canonical_object(a)) for a in args.associations.split(",")
+                           if a.strip()),
+        since=since, lookback=parse_duration(args.lookback), archived=args.archived,
+        partitions=args.partitions, escape_formulas=not args.no_escape_formulas,
+        checkpoint=getattr(args, "checkpoint", None), rows_per_part=args.rows_per_part)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m engine.exporter TYPE --out DIR --base-url URL ...` until cli.py has export.
+
+    The token comes from $HUBSPOT_ACCESS_TOKEN.
+    """
+    from engine.config import ClientSettings, Rate, load_token, resolve_base_url
+
+    parser = argparse.ArgumentParser(prog="python -m engine.exporter")
+    add_export_arguments(parser)
+    parser.add_argument("--base-url")
+    parser.add_argument("--rate", type=Rate.parse_option, default=Rate(100, 10.0))
+    parser.add_argument("--search-rate", type=Rate.parse_option, default=Rate(5, 1.0))
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--checkpoint", type=Path)
+    parser.add_argument("--summary", type=Path)
+    args = parser.parse_args(argv)
+    spec = export_spec_from_args(args)
+    settings = ClientSettings(resolve_base_url(args.base_url), load_token(None),
+                              rate=args.rate, search_rate=args.search_rate,
+                              concurrency=args.concurrency)
+
+    async def go() -> ExportSummary:
+        async with HubSpotClient(settings) as client:
+            return await run_export(client, spec)
+
+    summary = anyio.run(go)
+    if args.summary is not None:
+        write_export_summary(args.summary, summary)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
