@@ -23,6 +23,13 @@ from engine.client import HubSpotClient
 from engine.config import ClientSettings, Rate, Secret, load_token, resolve_base_url
 from engine.dryrun import run_dry
 from engine.errors import ConfigError, EngineError
+from engine.exporter import (
+    ExportSummary,
+    add_export_arguments,
+    export_spec_from_args,
+    run_export,
+    write_export_summary,
+)
 from engine.importer import ImportSpec, run_import, write_outputs
 from engine.job import load_job, run_job, write_reports
 from engine.mapping import MappingSpec
@@ -262,6 +269,37 @@ def run_job_command(args: argparse.Namespace) -> int:
     return code
 
 
+def add_export_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "export", help="export one object type (and its associations) to Parquet/CSV",
+        description="Read every record with the list endpoint and search partitions at "
+        "once, into part files written atomically; journaled, so a re-run resumes.")
+    add_export_arguments(parser)
+    add_connection_options(parser)
+    parser.set_defaults(handler=run_export_command)
+
+
+def run_export_command(args: argparse.Namespace) -> int:
+    spec = export_spec_from_args(args)
+    progress = ProgressView(quiet=args.quiet)
+
+    async def go() -> ExportSummary:
+        async with connect(args) as client:
+            return await run_export(client, spec, progress=progress)
+
+    summary = anyio.run(go)
+    if args.summary is not None:
+        write_export_summary(args.summary, summary)
+    if not args.quiet:
+        edges = ", ".join(f"{name}: {count:,}" for name, count in summary.edges.items())
+        print(f"exported {summary.records:,} {summary.object} records"
+              + (f" and edges ({edges})" if edges else "")
+              + f" to {summary.out_dir} in {summary.parts:,} part files; "
+              f"{summary.api_calls:,} calls ({summary.search_calls:,} search), "
+              f"{summary.records_per_s:,.0f} records/s")
+    return 0 if summary.state == "done" else 4
+
+
 def sandbox_checkpoint(name: str) -> Path:
     """The in-process sandbox starts empty every time, so its journal must too."""
     return Path(tempfile.mkdtemp(prefix="hsbulk-")) / f"{name}.db"
@@ -279,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_import_parser(commands)
     add_run_parser(commands)
+    add_export_parser(commands)
 
     from engine.sandbox import cli as sandbox_cli
 
