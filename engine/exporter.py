@@ -9,14 +9,17 @@ Two read budgets are used at once (ARCHITECTURE.md, "Export"):
   and can read any `hs_object_id` range: sorted by id, filtered `BETWEEN start AND hi-1`,
   and continued from the last id read, so no query ever meets the 10,000-result cap.
 
-The id space `[min id, max id]` is cut into ranges. The first range belongs to the list
-cursor, the others to search readers; an idle search reader takes a free range or splits
-the largest one still being read (the reader keeps the lower half). The list returns
-records in ascending id order (the sandbox does, and HubSpot does in practice; the
-documentation promises nothing): the list reader checks it on every page, and stops at
-its range's upper bound. Should the list ever go backwards, the reader stops trusting the
-order: it reads the list to its end keeping only its own range's ids (each id still lands
-in exactly one range) and its range is no longer split.
+A full export starts as one range `[min id, max id]` owned by the list cursor, which
+reads it upwards. Each search reader cuts a piece of about `search_chunk` records off the
+top of the largest range still open (half of what is left near the end), reads it, and
+cuts the next: the list cursor can never be handed another range, so the search readers
+eat its range from the top and the two meet in the middle, both budgets busy until the
+end. The list returns records in ascending id order (the sandbox does, and HubSpot does
+in practice; the documentation promises nothing): the list reader checks it on every
+page, and stops at its range's (shrinking) upper bound. Should the list ever go
+backwards, the reader stops trusting the order: it reads the list to its end keeping only
+its own range's ids (each id still lands in exactly one range) and its range is no longer
+cut.
 
 Incremental exports (`since`) read by search only, with a `GTE` filter on the object's
 last-modified property; archived exports read by the list only (search sees live records
@@ -93,6 +96,7 @@ class ExportSpec:
     escape_formulas: bool = True
     checkpoint: Path | None = None  # default OUT/.hsbulk/export-{object}.db
     rows_per_part: int = 50_000
+    search_chunk: int = 4_000  # records per range a search reader cuts off the list's
 
     def __post_init__(self) -> None:
         if self.format not in ("parquet", "csv"):
@@ -328,9 +332,10 @@ class Planner:
     """
 
     def __init__(self, ranges: Iterable[_Range], journal: ExportJournal,
-                 min_split: int = 1_000) -> None:
+                 chunk_ids: int = 4_000, min_split: int = 1_000) -> None:
         self.ranges = list(ranges)
         self.journal = journal
+        self.chunk_ids = max(chunk_ids, min_split)
         self.min_split = min_split
         self.splits = 0
 
@@ -342,6 +347,13 @@ class Planner:
         return None
 
     def take_search_range(self) -> _Range | None:
+        """A free search range, else a piece cut from the top of the largest range.
+
+        The list cursor can only move up from where it is and can never be given another
+        range, so search readers eat its range from the top in pieces of about
+        `chunk_ids` ids (half of what is left near the end) and the two meet in the
+        middle: the list cursor stays busy until the very end.
+        """
         free = [r for r in self.ranges if r.kind == "search" and not r.owned]
         if free:
             best = max(free, key=lambda r: r.remaining)
@@ -352,7 +364,7 @@ class Planner:
         if not busy:
             return None
         victim = max(busy, key=lambda r: r.remaining)
-        mid = victim.start + victim.remaining // 2
+        mid = victim.hi - min(self.chunk_ids, victim.remaining // 2)
         new_id = self.journal.split(victim.id, mid)
         new = _Range(new_id, "search", mid, victim.hi, None, None, owned=True)
         victim.hi = mid
@@ -453,7 +465,9 @@ class _Export:
             self.records_done = sum(p.rows for p in parts)
             self.next_part = max((p.part for p in journal.parts()), default=0) + 1
             ranges = [_Range.of(r) for r in journal.ranges() if r.state == "OPEN"]
-            self.planner = Planner(ranges, journal)
+            density = float(journal.get("density") or 1.0)
+            self.planner = Planner(ranges, journal,
+                                   chunk_ids=int(spec.search_chunk / max(density, 1e-6)))
             if self.progress is not None:
                 self.progress.start(f"export {self.obj}", self.total)
             await self.read_all(parts)
@@ -497,8 +511,11 @@ class _Export:
         self.total = total
         self.journal.set("total", str(total))
         lo, hi = low, high + 1
+        self.journal.set("density", str(total / (hi - lo)))
         incremental = spec.since is not None
-        pieces = max(1, spec.partitions) if incremental else spec.partitions + 1
+        # A full export starts as one list range that search readers cut pieces from;
+        # an incremental one as equal search ranges.
+        pieces = max(1, spec.partitions) if incremental else 1
         width = max(1, -(-(hi - lo) // pieces))
         bounds = [(lo + i * width, min(hi, lo + (i + 1) * width)) for i in range(pieces)]
         bounds = [(a, b) for a, b in bounds if a < b]

@@ -117,7 +117,7 @@ async def test_export_reads_every_record_and_edge_once_with_both_readers(tmp_pat
              "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 279}]}
             for c in companies]})
         spec = ExportSpec("contacts", tmp_path / "out", associations=("companies",),
-                          partitions=1, rows_per_part=4_000,
+                          partitions=1, rows_per_part=4_000, search_chunk=12_000,
                           checkpoint=tmp_path / "export.db")
         async with client_for(sandbox) as client:
             summary = await run_export(client, spec)
