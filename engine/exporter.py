@@ -10,8 +10,8 @@ Two read budgets are used at once (ARCHITECTURE.md, "Export"):
   and continued from the last id read, so no query ever meets the 10,000-result cap.
 
 A full export starts as one range `[min id, max id]` owned by the list cursor, which
-reads it upwards. Each search reader cuts a piece of about `search_chunk` records off the
-top of the largest range still open (half of what is left near the end), reads it, and
+reads it upwards. Each search reader cuts a piece off the top of the largest range still open
+(a share of what is left, at most `search_chunk` records), reads it, and
 cuts the next: the list cursor can never be handed another range, so the search readers
 eat its range from the top and the two meet in the middle, both budgets busy until the
 end. The list returns records in ascending id order (the sandbox does, and HubSpot does
@@ -96,7 +96,7 @@ class ExportSpec:
     escape_formulas: bool = True
     checkpoint: Path | None = None  # default OUT/.hsbulk/export-{object}.db
     rows_per_part: int = 50_000
-    search_chunk: int = 4_000  # records per range a search reader cuts off the list's
+    search_chunk: int = 10_000  # at most this many records per piece a search reader cuts
 
     def __post_init__(self) -> None:
         if self.format not in ("parquet", "csv"):
@@ -332,8 +332,9 @@ class Planner:
     """
 
     def __init__(self, ranges: Iterable[_Range], journal: ExportJournal,
-                 chunk_ids: int = 4_000, min_split: int = 1_000) -> None:
+                 chunk_ids: int = 4_000, min_split: int = 1_000, readers: int = 1) -> None:
         self.ranges = list(ranges)
+        self.readers = readers
         self.journal = journal
         self.chunk_ids = max(chunk_ids, min_split)
         self.min_split = min_split
@@ -364,7 +365,9 @@ class Planner:
         if not busy:
             return None
         victim = max(busy, key=lambda r: r.remaining)
-        mid = victim.hi - min(self.chunk_ids, victim.remaining // 2)
+        # Small enough that the list cursor never runs dry while the pieces are read.
+        share = max(self.min_split, victim.remaining // (2 * (self.readers + 1)))
+        mid = victim.hi - min(self.chunk_ids, share, victim.remaining // 2)
         new_id = self.journal.split(victim.id, mid)
         new = _Range(new_id, "search", mid, victim.hi, None, None, owned=True)
         victim.hi = mid
@@ -467,7 +470,8 @@ class _Export:
             ranges = [_Range.of(r) for r in journal.ranges() if r.state == "OPEN"]
             density = float(journal.get("density") or 1.0)
             self.planner = Planner(ranges, journal,
-                                   chunk_ids=int(spec.search_chunk / max(density, 1e-6)))
+                                   chunk_ids=int(spec.search_chunk / max(density, 1e-6)),
+                                   readers=max(1, spec.partitions))
             if self.progress is not None:
                 self.progress.start(f"export {self.obj}", self.total)
             await self.read_all(parts)

@@ -102,7 +102,7 @@ def read_dataset(folder: Path, fmt: str = "parquet") -> pl.DataFrame:
 
 @pytest.mark.timeout(120)
 async def test_export_reads_every_record_and_edge_once_with_both_readers(tmp_path):
-    rows = 30_000
+    rows = 45_000  # the search reader's first piece, 45,000 / 4, is past the cap
     settings = SandboxSettings(rate_requests=0, search_rate_per_s=None, latency_ms=2)
     async with running_sandbox(settings) as sandbox, Seeder(sandbox.base_url,
                                                             sandbox.token) as seed:
