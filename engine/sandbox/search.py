@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import sys
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from typing import Any
 
@@ -185,6 +187,41 @@ def _parse_sorts(raw: object) -> list[tuple[str, bool]]:
     return out
 
 
+ID = "hs_object_id"
+_BOUNDS = frozenset({"GT", "GTE", "LT", "LTE", "EQ", "BETWEEN"})
+
+
+def _id_window(groups: object) -> tuple[int, int, list[Any]] | None:
+    """(lowest id, highest id, other filters) of a single AND group bounding hs_object_id."""
+    if not isinstance(groups, list) or len(groups) != 1 or not isinstance(groups[0], dict):
+        return None
+    filters = groups[0].get("filters")
+    if not isinstance(filters, list):
+        return None
+    lo, hi = 0, sys.maxsize
+    rest: list[Any] = []
+    for item in filters:
+        if not (isinstance(item, dict) and item.get("propertyName") == ID
+                and item.get("operator") in _BOUNDS):
+            rest.append(item)
+            continue
+        try:
+            value = int(str(item.get("value")))
+            high = int(str(item.get("highValue"))) if item["operator"] == "BETWEEN" else 0
+        except ValueError:
+            return None
+        operator = item["operator"]
+        if operator in ("GT", "GTE", "EQ", "BETWEEN"):
+            lo = max(lo, value + 1 if operator == "GT" else value)
+        if operator in ("LT", "LTE", "EQ"):
+            hi = min(hi, value - 1 if operator == "LT" else value)
+        if operator == "BETWEEN":
+            hi = min(hi, high)
+    if (lo, hi) == (0, sys.maxsize):
+        return None
+    return lo, hi, rest
+
+
 def search(store: ObjectStore, body: object) -> Answer:
     if not isinstance(body, dict):
         raise bad_request("Invalid input JSON: expected an object")
@@ -200,14 +237,30 @@ def search(store: ObjectStore, body: object) -> Answer:
             f"The search API returns at most {MAX_RESULTS} results per query; "
             f"paging past {MAX_RESULTS} is not supported (after={offset})."
         )
-    predicate = _compile_groups(store, body.get("filterGroups"))
+    groups = body.get("filterGroups")
+    predicate = _compile_groups(store, groups)  # validates every filter, fast path or not
+    sorts = _parse_sorts(body.get("sorts"))
+    window = _id_window(groups)
+    if window is not None:
+        # An hs_object_id range (how exporters partition): bisect the ascending id list
+        # instead of scanning every record, and test only the other filters.
+        lo, hi, rest = window
+        order = store.order
+        ids = order[bisect_left(order, lo):bisect_right(order, hi)]
+        others = _compile_groups(store, [{"filters": rest}]) if rest else None
+        records = store.records
+        matches = [r for r in (records[i] for i in ids)
+                   if r.archived_ms is None and (others is None or others(r))]
+        if sorts in ([], [(ID, False)]):
+            sorts = []  # already ascending by id
+    else:
+        matches = [r for r in store.live() if predicate is None or predicate(r)]
     query = body.get("query")
-    matches = [r for r in store.live() if predicate is None or predicate(r)]
     if isinstance(query, str) and query:
         needle = query.lower()
         matches = [r for r in matches
                    if any(needle in v.lower() for v in r.props.values())]
-    for name, descending in reversed(_parse_sorts(body.get("sorts"))):
+    for name, descending in reversed(sorts):
         get = _value_getter(store, name)
         key = _key_function(store, name)
 
