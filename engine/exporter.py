@@ -645,20 +645,45 @@ class _Export:
                 return
 
     async def list_reader(self, r: _Range) -> None:
+        """The list cursor: one page ahead in flight while the last one is decoded, so the
+        sequential cursor runs at the speed of the network alone."""
+        pages, receive = anyio.create_memory_object_stream[dict[str, Any]](1)
+        with receive:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._list_pages, r.after, pages)
+                try:
+                    await self._read_list_pages(r, receive)
+                finally:
+                    tg.cancel_scope.cancel()  # a page fetched past the end is not needed
+        assert self.planner is not None
+        self.planner.finished(r)
+
+    async def _list_pages(self, after: str | None,
+                          pages: anyio.abc.ObjectSendStream[dict[str, Any]]) -> None:
         path = f"/crm/v3/objects/{self.obj.path_name}"
+        props = ",".join(self.names)
+        async with pages:
+            while True:
+                params: dict[str, str | int] = {"limit": LIST_PAGE, "properties": props,
+                                                "archived": "true" if self.spec.archived
+                                                else "false"}
+                if after is not None:
+                    params["after"] = after
+                data = await self.client.get_json(path, params)
+                self.list_calls += 1
+                await pages.send(data)
+                after = ((data.get("paging") or {}).get("next") or {}).get("after")
+                if after is None:
+                    return
+                after = str(after)
+
+    async def _read_list_pages(self, r: _Range,
+                               pages: anyio.abc.ObjectReceiveStream[dict[str, Any]]) -> None:
         buffer = _Buffer()
         last_seen = r.cursor if r.cursor is not None else -1
-        after = r.after
-        props = ",".join(self.names)
         done = False
         while not done:
-            params: dict[str, str | int] = {"limit": LIST_PAGE, "properties": props,
-                                            "archived": "true" if self.spec.archived
-                                            else "false"}
-            if after is not None:
-                params["after"] = after
-            data = await self.client.get_json(path, params)
-            self.list_calls += 1
+            data = await pages.receive()
             results: list[dict[str, Any]] = data.get("results") or []
             ids = [int(x["id"]) for x in results]
             if (r.ordered and any(i <= last_seen for i in ids)) or any(
@@ -684,8 +709,6 @@ class _Export:
             if done or buffer.rows >= self.spec.rows_per_part:
                 await self.flush(r, buffer, done, list_cursor=True)
             self.report_progress()
-        assert self.planner is not None
-        self.planner.finished(r)
 
     async def flush(self, r: _Range, buffer: _Buffer, done: bool,
                     list_cursor: bool = False) -> None:
