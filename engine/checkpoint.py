@@ -106,6 +106,25 @@ class Counts:
     rejected: int
 
 
+def _connect(path: Path, ddl: str, what: str) -> sqlite3.Connection:
+    """A journal database: 0700 folder, 0600 files (also -wal/-shm), WAL, synchronous=FULL."""
+    prepare_folder(path)
+    for suffix in ("", "-wal", "-shm"):
+        target = Path(f"{path}{suffix}")
+        if not target.exists():
+            os.close(os.open(target, os.O_CREAT | os.O_WRONLY, 0o600))
+        os.chmod(target, 0o600)
+    try:
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        db.execute("pragma journal_mode=wal")
+        db.execute("pragma synchronous=full")
+        db.execute("pragma busy_timeout=5000")
+        db.executescript(ddl)
+    except sqlite3.DatabaseError as exc:
+        raise CheckpointError(f"{what} {path} is not usable: {exc}") from None
+    return db
+
+
 def prepare_folder(path: Path) -> None:
     """Create the checkpoint's folder 0700 (and refuse one others can write into)."""
     folder = path.parent
@@ -117,21 +136,7 @@ class SqliteCheckpoint:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        prepare_folder(path)
-        for suffix in ("", "-wal", "-shm"):
-            target = Path(f"{path}{suffix}")
-            if not target.exists():
-                fd = os.open(target, os.O_CREAT | os.O_WRONLY, 0o600)
-                os.close(fd)
-            os.chmod(target, 0o600)
-        try:
-            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            self._db.execute("pragma journal_mode=wal")
-            self._db.execute("pragma synchronous=full")
-            self._db.execute("pragma busy_timeout=5000")
-            self._db.executescript(_DDL)
-        except sqlite3.DatabaseError as exc:
-            raise CheckpointError(f"checkpoint {path} is not usable: {exc}") from None
+        self._db = _connect(path, _DDL, "checkpoint")
         version = self._one("select value from meta where key='schema'")
         if version is None:
             self._db.execute("insert into meta values ('schema', ?)", (str(SCHEMA_VERSION),))
@@ -355,20 +360,7 @@ class ExportJournal:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        prepare_folder(path)
-        for suffix in ("", "-wal", "-shm"):
-            target = Path(f"{path}{suffix}")
-            if not target.exists():
-                os.close(os.open(target, os.O_CREAT | os.O_WRONLY, 0o600))
-            os.chmod(target, 0o600)
-        try:
-            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            self._db.execute("pragma journal_mode=wal")
-            self._db.execute("pragma synchronous=full")
-            self._db.execute("pragma busy_timeout=5000")
-            self._db.executescript(_EXPORT_DDL)
-        except sqlite3.DatabaseError as exc:
-            raise CheckpointError(f"export checkpoint {path} is not usable: {exc}") from None
+        self._db = _connect(path, _EXPORT_DDL, "export checkpoint")
 
     def close(self) -> None:
         self._db.close()

@@ -924,38 +924,3 @@ def export_spec_from_args(args: argparse.Namespace) -> ExportSpec:
         since=since, lookback=parse_duration(args.lookback), archived=args.archived,
         partitions=args.partitions, escape_formulas=not args.no_escape_formulas,
         checkpoint=getattr(args, "checkpoint", None), rows_per_part=args.rows_per_part)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m engine.exporter TYPE --out DIR --base-url URL ...` until cli.py has export.
-
-    The token comes from $HUBSPOT_ACCESS_TOKEN.
-    """
-    from engine.config import ClientSettings, Rate, load_token, resolve_base_url
-
-    parser = argparse.ArgumentParser(prog="python -m engine.exporter")
-    add_export_arguments(parser)
-    parser.add_argument("--base-url")
-    parser.add_argument("--rate", type=Rate.parse_option, default=Rate(100, 10.0))
-    parser.add_argument("--search-rate", type=Rate.parse_option, default=Rate(5, 1.0))
-    parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--checkpoint", type=Path)
-    parser.add_argument("--summary", type=Path)
-    args = parser.parse_args(argv)
-    spec = export_spec_from_args(args)
-    settings = ClientSettings(resolve_base_url(args.base_url), load_token(None),
-                              rate=args.rate, search_rate=args.search_rate,
-                              concurrency=args.concurrency)
-
-    async def go() -> ExportSummary:
-        async with HubSpotClient(settings) as client:
-            return await run_export(client, spec)
-
-    summary = anyio.run(go)
-    if args.summary is not None:
-        write_export_summary(args.summary, summary)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

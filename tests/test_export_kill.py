@@ -6,11 +6,9 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import orjson
@@ -19,6 +17,7 @@ import pytest
 
 from tests.conftest import StandaloneSandbox
 from tests.test_exporter import Seeder, contact
+from tests.test_kill import kill_at_progress
 
 ROWS = 20_000
 ROWS_PER_PART = 500
@@ -51,7 +50,7 @@ def test_killed_export_resumes_exactly_once(tmp_path):
         asyncio.run(seed(sandbox))
         out = tmp_path / "out"
         journal = tmp_path / "export.db"
-        command = [sys.executable, "-m", "engine.exporter", "contacts", "--out", str(out),
+        command = [sys.executable, "-m", "engine", "export", "contacts", "--out", str(out),
                    "--base-url", sandbox.base_url, "--rate", "none", "--search-rate", "none",
                    "--partitions", "2", "--rows-per-part", str(ROWS_PER_PART),
                    "--associations", "companies", "--checkpoint", str(journal),
@@ -60,18 +59,7 @@ def test_killed_export_resumes_exactly_once(tmp_path):
         # Record parts and edge parts: about 2 * ROWS / ROWS_PER_PART journal rows.
         rng = random.Random(7)
         thresholds = sorted(rng.sample(range(1, 2 * ROWS // ROWS_PER_PART - 2), KILLS))
-        killed = 0
-        for threshold in thresholds:
-            proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.DEVNULL)
-            deadline = time.monotonic() + 120
-            while proc.poll() is None and time.monotonic() < deadline:
-                if written_parts(journal) >= threshold:
-                    proc.send_signal(signal.SIGKILL)
-                    killed += 1
-                    break
-                time.sleep(0.005)
-            proc.wait()
+        killed = kill_at_progress(command, env, journal, thresholds, written_parts)
         assert killed >= KILLS - 2
         done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-3000:]

@@ -62,16 +62,17 @@ def import_until_done(sandbox, tmp_path: Path, name: str, args: list[str],
 
 
 def kill_at_progress(command: list[str], env: dict[str, str], journal: Path,
-                     thresholds: list[int]) -> int:
-    """Start `command` once per threshold and SIGKILL it when the journal holds that many
-    finished batches; returns how many runs were killed (not finished first)."""
+                     thresholds: list[int], progress=None) -> int:
+    """Start `command` once per threshold and SIGKILL it when `progress(journal)` (default:
+    finished batches) reaches it; returns how many runs were killed (not finished first)."""
+    progress = progress or done_batches
     killed = 0
     for threshold in thresholds:
         proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 120
         while proc.poll() is None and time.monotonic() < deadline:
-            if done_batches(journal) >= threshold:
+            if progress(journal) >= threshold:
                 proc.send_signal(signal.SIGKILL)
                 killed += 1
                 break
