@@ -81,7 +81,8 @@ def _json_response(status: int, payload: Any, headers: dict[str, str] | None = N
                    ) -> web.Response:
     if payload is None:
         return web.Response(status=status, headers=headers)
-    return web.Response(body=orjson.dumps(payload), status=status, content_type=JSON,
+    body = payload if isinstance(payload, bytes) else orjson.dumps(payload)
+    return web.Response(body=body, status=status, content_type=JSON,
                         headers=headers)
 
 

@@ -345,6 +345,10 @@ class Portal:
         self._next_record_id = rid + 1
         return rid
 
+    def skip_ids(self, count: int) -> None:
+        """Take `count` more ids after the one `next_id` just gave (a batch's ids in a row)."""
+        self._next_record_id += count
+
     def add_type(self, otype: ObjectType) -> ObjectStore:
         store = ObjectStore(otype, self)
         self.stores[otype.type_id] = store
