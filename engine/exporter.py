@@ -46,7 +46,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -329,16 +329,59 @@ class Planner:
     Synchronous (no awaits): a split is decided and journaled in one step, so no reader
     sees half of it. A range is split only above the last id its reader has read, and the
     reader drops ids at or above its (new) upper bound, so each id has one reader.
+
+    Pieces are sized by measured speeds so that every reader ends at about the same time:
+    a search reader gets the search budget shared by all of them (a few hundred records/s
+    under 5 calls/s), so a piece cut near the end must be small enough for it to finish
+    before the cursor it was cut from would have got there.
     """
 
     def __init__(self, ranges: Iterable[_Range], journal: ExportJournal,
-                 chunk_ids: int = 4_000, min_split: int = 1_000, readers: int = 1) -> None:
+                 chunk_ids: int = 4_000, min_split: int = 1_000, readers: int = 1,
+                 page_ids: int = 200,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.ranges = list(ranges)
         self.readers = readers
         self.journal = journal
         self.chunk_ids = max(chunk_ids, min_split)
         self.min_split = min_split
+        self.page_ids = max(1, page_ids)  # ids one search page covers
         self.splits = 0
+        self.clock = clock
+        self.started = clock()
+        self.read_by = {"list": 0, "search": 0}
+
+    def count(self, kind: str, records: int) -> None:
+        """A reader of `kind` read `records` more records (feeds the speed estimates)."""
+        self.read_by[kind] += records
+
+    def speeds(self) -> tuple[float, float] | None:
+        """Records/s of the list cursor and of all search readers, once measurable."""
+        elapsed = self.clock() - self.started
+        if elapsed < 2.0 or not self.read_by["search"]:
+            return None
+        return self.read_by["list"] / elapsed, self.read_by["search"] / elapsed
+
+    def piece(self, victim: _Range) -> int:
+        """How many ids an idle search reader should cut from the top of `victim` (0: none)."""
+        remaining = victim.remaining
+        share = remaining // (2 * (self.readers + 1))
+        floor = self.min_split
+        speeds = self.speeds()
+        if speeds is not None:
+            list_rate, search_rate = speeds
+            reading = sum(1 for r in self.ranges if r.kind == "search" and r.owned)
+            per_reader = search_rate / (reading + 1)  # the budget shared once this one joins
+            owner = list_rate if victim.kind == "list" else per_reader
+            # Both ends finish together if the piece takes its reader no longer than the
+            # rest of the victim takes everyone else.
+            share = int(remaining * per_reader / (owner + search_rate + per_reader))
+            floor = self.page_ids
+            if share < floor // 2:
+                return 0
+        if remaining < 2 * floor:
+            return 0
+        return min(self.chunk_ids, max(floor, share), remaining // 2)
 
     def take_list_range(self) -> _Range | None:
         for r in self.ranges:
@@ -360,14 +403,14 @@ class Planner:
             best = max(free, key=lambda r: r.remaining)
             best.owned = True
             return best
-        busy = [r for r in self.ranges if not r.closing and r.ordered
-                and r.remaining >= self.min_split]
+        busy = [r for r in self.ranges if not r.closing and r.ordered and r.remaining > 1]
         if not busy:
             return None
         victim = max(busy, key=lambda r: r.remaining)
-        # Small enough that the list cursor never runs dry while the pieces are read.
-        share = max(self.min_split, victim.remaining // (2 * (self.readers + 1)))
-        mid = victim.hi - min(self.chunk_ids, share, victim.remaining // 2)
+        size = self.piece(victim)
+        if not size:
+            return None
+        mid = victim.hi - size
         new_id = self.journal.split(victim.id, mid)
         new = _Range(new_id, "search", mid, victim.hi, None, None, owned=True)
         victim.hi = mid
@@ -379,10 +422,20 @@ class Planner:
         self.ranges.remove(r)
 
 
+EdgeRow = tuple[int, int, int, str | None, str | None]
+EdgeItem = tuple[int, list[int], dict[str, list[EdgeRow]] | None]  # part, ids, rows read ahead
+
+
 @dataclass(slots=True)
 class _Buffer:
+    """Records read but not yet written, and the edges of those records read ahead."""
+
     frames: list[pl.DataFrame] = field(default_factory=list)
     rows: int = 0
+    edge_ids: list[int] = field(default_factory=list)  # not yet asked for
+    edges: dict[str, list[EdgeRow]] = field(default_factory=dict)
+    pending: int = 0  # edge reads in flight
+    settled: anyio.Event = field(default_factory=anyio.Event)
 
     def add(self, frame: pl.DataFrame) -> None:
         if frame.height:
@@ -420,7 +473,8 @@ class _Export:
         self.list_calls = 0
         self.association_calls = 0
         self.notes: list[str] = []
-        self.edge_send: anyio.abc.ObjectSendStream[tuple[int, list[int]]] | None = None
+        self.edge_send: anyio.abc.ObjectSendStream[EdgeItem] | None = None
+        self.edge_tasks: anyio.abc.TaskGroup | None = None
 
     @property
     def ext(self) -> str:
@@ -471,7 +525,8 @@ class _Export:
             density = float(journal.get("density") or 1.0)
             self.planner = Planner(ranges, journal,
                                    chunk_ids=int(spec.search_chunk / max(density, 1e-6)),
-                                   readers=max(1, spec.partitions))
+                                   readers=max(1, spec.partitions),
+                                   page_ids=int(SEARCH_PAGE / max(density, 1e-6)))
             if self.progress is not None:
                 self.progress.start(f"export {self.obj}", self.total)
             await self.read_all(parts)
@@ -560,8 +615,9 @@ class _Export:
         async with anyio.create_task_group() as tg:
             receive = None
             if self.targets:
-                send, receive = anyio.create_memory_object_stream[tuple[int, list[int]]](4)
+                send, receive = anyio.create_memory_object_stream[EdgeItem](4)
                 self.edge_send = send
+                self.edge_tasks = tg
                 async with receive:
                     for _ in range(2):
                         tg.start_soon(self.edge_worker, receive.clone())
@@ -598,8 +654,8 @@ class _Export:
 
     async def send_backlog(self, backlog: list[tuple[int, list[int]]]) -> None:
         assert self.edge_send is not None
-        for item in backlog:
-            await self.edge_send.send(item)
+        for part_no, ids in backlog:
+            await self.edge_send.send((part_no, ids, None))
 
     # -- readers ------------------------------------------------------------------------
 
@@ -610,6 +666,7 @@ class _Export:
             self.planner.finished(r)
 
     async def read_search_range(self, r: _Range) -> None:
+        assert self.planner is not None
         buffer = _Buffer()
         filters = self.since_filters()
         while True:
@@ -634,8 +691,10 @@ class _Export:
                 done = len(results) < SEARCH_PAGE or kept < len(results)
                 if kept:
                     buffer.add(decode_page(results[:kept], self.names))
+                    self.read_edges_ahead(buffer, ids[:kept])
                     r.cursor = ids[kept - 1]
                     self.records_read += kept
+                    self.planner.count("search", kept)
             if done:
                 r.closing = True
             if done or buffer.rows >= self.spec.rows_per_part:
@@ -679,6 +738,7 @@ class _Export:
 
     async def _read_list_pages(self, r: _Range,
                                pages: anyio.abc.ObjectReceiveStream[dict[str, Any]]) -> None:
+        assert self.planner is not None
         buffer = _Buffer()
         last_seen = r.cursor if r.cursor is not None else -1
         done = False
@@ -700,9 +760,11 @@ class _Export:
             done = after is None or (r.ordered and any(x >= hi for x in ids))
             if keep:
                 buffer.add(decode_page([results[i] for i in keep], self.names))
+                self.read_edges_ahead(buffer, [ids[i] for i in keep])
                 if r.ordered:
                     r.cursor = ids[keep[-1]]
                 self.records_read += len(keep)
+                self.planner.count("list", len(keep))
             r.after = None if after is None else str(after)
             if done:
                 r.closing = True
@@ -719,6 +781,7 @@ class _Export:
             if done:
                 self.journal.advance(r.id, cursor, after, True, None)
             return
+        edges = await self.edges_read_ahead(buffer)
         part_no = self.next_part
         self.next_part += 1
         frame = buffer.take()
@@ -730,7 +793,7 @@ class _Export:
         self.journal.advance(r.id, cursor, after, done, part)
         self.records_done += frame.height
         if self.edge_send is not None:
-            await self.edge_send.send((part_no, frame["id"].to_list()))
+            await self.edge_send.send((part_no, frame["id"].to_list(), edges))
 
     def write_records(self, raw: pl.DataFrame, path: Path) -> tuple[str | None, int]:
         modified: str | None = None
@@ -753,17 +816,51 @@ class _Export:
 
     # -- associations ---------------------------------------------------------------------
 
-    async def edge_worker(self, receive: anyio.abc.ObjectReceiveStream[tuple[int, list[int]]]
-                          ) -> None:
-        async with receive:
-            async for part_no, ids in receive:
-                for target in self.targets:
-                    await self.write_edges(part_no, ids, target)
+    def read_edges_ahead(self, buffer: _Buffer, ids: list[int], *, all_ids: bool = False
+                         ) -> None:
+        """Start reading the edges of records just read, a full batch read at a time, so a
+        part's edges are in hand when the part is written and no reads trail the export."""
+        if self.edge_tasks is None or not self.targets:
+            return
+        buffer.edge_ids.extend(ids)
+        while len(buffer.edge_ids) >= ASSOCIATION_READ_INPUTS or (all_ids and buffer.edge_ids):
+            chunk = buffer.edge_ids[:ASSOCIATION_READ_INPUTS]
+            del buffer.edge_ids[:ASSOCIATION_READ_INPUTS]
+            for target in self.targets:
+                if not buffer.pending:
+                    buffer.settled = anyio.Event()
+                buffer.pending += 1
+                self.edge_tasks.start_soon(self._read_ahead, buffer, chunk, target)
 
-    async def write_edges(self, part_no: int, ids: list[int], target: ObjectType) -> None:
-        assert self.journal is not None
-        dataset = self.edge_dataset(target)
-        rows: list[tuple[int, int, int, str | None, str | None]] = []
+    async def _read_ahead(self, buffer: _Buffer, ids: list[int], target: ObjectType) -> None:
+        rows = await self.read_edges(ids, target)
+        buffer.edges.setdefault(self.edge_dataset(target), []).extend(rows)
+        buffer.pending -= 1
+        if not buffer.pending:
+            buffer.settled.set()
+
+    async def edges_read_ahead(self, buffer: _Buffer) -> dict[str, list[EdgeRow]] | None:
+        """The edges of every record in `buffer`, read ahead; None without associations."""
+        if self.edge_tasks is None or not self.targets:
+            return None
+        self.read_edges_ahead(buffer, [], all_ids=True)
+        if buffer.pending:
+            await buffer.settled.wait()
+        edges, buffer.edges = buffer.edges, {}
+        return edges
+
+    async def edge_worker(self, receive: anyio.abc.ObjectReceiveStream[EdgeItem]) -> None:
+        async with receive:
+            async for part_no, ids, edges in receive:
+                for target in self.targets:
+                    dataset = self.edge_dataset(target)
+                    rows = (edges.get(dataset, []) if edges is not None
+                            else await self.read_edges(ids, target))
+                    await self.write_edges(part_no, dataset, rows)
+
+    async def read_edges(self, ids: list[int], target: ObjectType) -> list[EdgeRow]:
+        """Every edge of `ids` to `target`, following each record's paging."""
+        rows: list[EdgeRow] = []
         path = f"/crm/v4/associations/{self.obj.path_name}/{target.path_name}/batch/read"
         pending: list[dict[str, str]] = [{"id": str(i)} for i in ids]
         slots = anyio.CapacityLimiter(4)
@@ -789,6 +886,10 @@ class _Export:
                     tg.start_soon(read, pending[start : start + ASSOCIATION_READ_INPUTS],
                                   follow)
             pending = follow
+        return rows
+
+    async def write_edges(self, part_no: int, dataset: str, rows: list[EdgeRow]) -> None:
+        assert self.journal is not None
         relative: str | None = None
         if rows:
             relative = f"{dataset}/part-{part_no:05d}.{self.ext}"

@@ -20,6 +20,8 @@ from engine.config import ClientSettings, Secret
 from engine.exporter import (
     Column,
     ExportSpec,
+    Planner,
+    _Range,
     add_export_arguments,
     export_spec_from_args,
     run_export,
@@ -256,3 +258,37 @@ async def test_incremental_export_reads_past_the_search_cap(tmp_path):
         async with client_for(sandbox) as client:
             again = await run_export(client, next_spec)
         assert again.records == 0
+
+
+def test_planner_sizes_pieces_so_search_readers_end_with_the_list_cursor(tmp_path):
+    """Near the end a search reader (a share of ~5 calls/s) must not take a piece it cannot
+    finish before the list cursor would have read it: that piece would be the export's tail."""
+    journal = ExportJournal(tmp_path / "plan.db")
+    journal.open("spec", "2026-01-01T00:00:00.000Z")
+    journal.plan([("list", 0, 100_000)])
+    now = [0.0]
+    ranges = [_Range.of(r) for r in journal.ranges()]
+    planner = Planner(ranges, journal, chunk_ids=10_000, readers=4, page_ids=200,
+                      clock=lambda: now[0])
+    listed = planner.take_list_range()
+    assert listed is not None
+    first = planner.take_search_range()  # no speeds yet: a piece of at most chunk_ids
+    assert first is not None and (first.lo, first.hi) == (90_000, 100_000)
+    # 10 s later: the list read 10,000 records, the search readers 8,000.
+    now[0] = 10.0
+    planner.count("list", 10_000)
+    planner.count("search", 8_000)
+    listed.cursor = 10_000 + 64_000 - 1  # 16,000 ids left below the first piece's lo
+    second = planner.take_search_range()
+    assert second is not None
+    # One reader (plus this one) shares 800 records/s: 400/s. The list (1,000/s) and every
+    # search reader end the remaining 16,000 ids together after 16,000 / 2,200 s, so the piece
+    # is at most 400 * 16,000 / 2,200 ids.
+    assert 2_500 <= second.hi - second.lo <= 400 * 16_000 // 2_200
+    assert listed.hi == second.lo and journal.ranges()[0].hi == second.lo
+    # With 300 ids left, even one page would outlast the list cursor: no piece at all.
+    listed.cursor = listed.hi - 301
+    first.cursor, second.cursor = first.hi - 301, second.hi - 301
+    assert planner.take_search_range() is None
+    assert listed.hi == second.lo
+    journal.close()
