@@ -10,8 +10,15 @@ becomes the values HubSpot accepts plus the rejects, each with a reason a person
   exactly one of the two frames (by `source_row`). With `"drop-field"` the bad fields are
   reported in `rejects` but the row is still sent without them (unless a row rule fails).
 
-Everything is vectorised: each value is parsed once per candidate format with
-`strict=False`, and formats are combined with `coalesce`/`when`; no per-row Python.
+Everything is vectorised (no per-row Python). Each rule is one chain of polars expressions
+(formats tried with `strict=False` and combined with `coalesce`/`when`); how a batch is
+evaluated is a matter of cost only, never of result (tests/test_normalize_paths.py):
+
+- a column whose values repeat (options, yes/no, a few checkbox combinations) is normalised
+  once per distinct value and joined back (`NormalizePlan.distinct_share`);
+- dates, datetimes and numbers try their common shapes first, one format at a time, each on
+  the rows still without a value (compacted, so a value pays for about one parse); the
+  whole rule, with its reasons, runs only on the rows they all leave (`_Rule.tiers`).
 DST: a naive datetime that falls in a spring-forward gap is rejected (INVALID_DATETIME);
 one that is ambiguous (autumn) is read as the earlier instant (summer time).
 """
@@ -48,10 +55,13 @@ _FALSE = ("false", "no", "n", "0", "off", "unchecked", "f")
 _BOOL_MAP = {**dict.fromkeys(_TRUE, "true"), **dict.fromkeys(_FALSE, "false")}
 _EPOCH_MS_FROM = 100_000_000_000  # |n| >= 1e11 is read as milliseconds, below as seconds
 _MS_PER_DAY = 86_400_000
+# The instants polars can format (years -262143 to 262142); beyond them it panics.
+_EPOCH_MS_RANGE = (-8_334_601_228_800_000, 8_210_266_876_799_999)
 _AWARE_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f%#z", "%Y-%m-%d %H:%M:%S%.f%#z")
 _NAIVE_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M",
                   "%Y-%m-%d %H:%M")
 _SLASH_SEPARATORS = ("/", ".", "-")
+_DISTINCT_SAMPLE_ROWS = 4096
 _DATE_HINT = ("use YYYY-MM-DD, DD/MM/YYYY or MM/DD/YYYY (see --date-order), 5 Mar 2024, "
               "an ISO datetime at midnight UTC, or epoch milliseconds at midnight UTC")
 _DATETIME_HINT = ("use ISO 8601 (2024-03-05T14:30:00Z, with an offset, or naive in "
@@ -111,6 +121,11 @@ class _Rule:
     code: pl.Expr
     message: pl.Expr
     empty: EmptyMode
+    # Shortcuts for the common shapes, tried in order, each on the rows the earlier ones left:
+    # an expression of t giving the output or null. Whatever one gives, the whole rule
+    # (steps ... out) gives the same for that value; the rule runs on what they all leave.
+    tiers: tuple[pl.Expr, ...] = ()
+    by_value: bool = False        # worth normalising once per distinct value when they repeat
 
     @property
     def t(self) -> str:
@@ -124,6 +139,10 @@ class _Rule:
     def b(self) -> str:
         return f"__b{self.index}"
 
+    @property
+    def x(self) -> str:
+        return f"__x{self.index}"
+
 
 @dataclass(frozen=True, slots=True)
 class NormalizePlan:
@@ -133,6 +152,12 @@ class NormalizePlan:
     options: NormalizeOptions
     required_any: tuple[str, ...] = ()
     source_columns: tuple[str, ...] = field(default=())
+    # How a batch is evaluated (never what it yields): a column whose distinct values are at
+    # most this share of the rows is normalised once per distinct value (0 never, 1 always);
+    # `fast_paths` tries each rule's tiers first and runs the whole rule only on the rows
+    # they leave.
+    distinct_share: float = 0.5
+    fast_paths: bool = True
 
     @property
     def properties(self) -> tuple[str, ...]:
@@ -193,10 +218,14 @@ def _slashed_formats(order: str) -> list[Callable[[pl.Expr], pl.Expr]]:
 _PLAIN_DATES = ("%Y-%m-%d", "%d %B %Y", "%Y/%m/%d", "%B %d, %Y", "%d-%b-%Y")
 
 
+def _iso_date(e: pl.Expr) -> pl.Expr:
+    return pl.when(e.str.len_bytes() == 10).then(e).str.strptime(pl.Date, _PLAIN_DATES[0],
+                                                                 strict=False)
+
+
 def _calendar(steps: _Steps, t: pl.Expr, order: DateOrder | None) -> tuple[pl.Expr, pl.Expr]:
     """(date, ambiguous flag) from the calendar-date formats."""
-    first = [lambda e: pl.when(e.str.len_bytes() == 10).then(e).str.strptime(
-        pl.Date, _PLAIN_DATES[0], strict=False)]
+    first = [_iso_date]
     rest = [_strptime(f, pl.Date()) for f in _PLAIN_DATES[1:]]
     if order in ("DMY", "MDY"):
         return steps.cascade("c", t, [*first, *_slashed_formats(order), *rest]), pl.lit(False)
@@ -215,28 +244,50 @@ def _epoch_ms(t: pl.Expr) -> pl.Expr:
     """Digits as epoch ms (|n| >= 1e11) or seconds, as a UTC datetime; null otherwise."""
     n = pl.when(t.str.contains(r"^-?\d{1,16}$")).then(t).cast(pl.Int64, strict=False)
     ms = pl.when(n.abs() >= _EPOCH_MS_FROM).then(n).otherwise(n * 1000)
-    return ms.cast(pl.Datetime("ms", "UTC"))
+    return pl.when(ms.is_between(*_EPOCH_MS_RANGE)).then(ms).cast(pl.Datetime("ms", "UTC"))
 
 
-def _instants(steps: _Steps, t: pl.Expr, tz: str) -> tuple[pl.Expr, pl.Expr]:
-    """(UTC instant, naive local value) from ISO datetimes or epoch numbers."""
+def _utc_instant(t: pl.Expr) -> pl.Expr:
+    """The common UTC forms, by length: 2024-03-05T14:30:00Z and ...:00.000Z."""
     size = t.str.len_bytes()
-    # The common UTC forms first, by length: 2024-03-05T14:30:00Z and ...:00.000Z.
-    utc = steps.add("zu", pl.coalesce(
+    return pl.coalesce(
         pl.when(size == 20).then(t).str.to_datetime("%Y-%m-%dT%H:%M:%SZ", time_unit="ms",
                                                     strict=False),
         pl.when(size == 24).then(t).str.to_datetime("%Y-%m-%dT%H:%M:%S%.3fZ", time_unit="ms",
                                                     strict=False),
-    ).dt.replace_time_zone("UTC"))
+    ).dt.replace_time_zone("UTC")
+
+
+def _to_utc(naive: pl.Expr, tz: str) -> pl.Expr:
+    local = naive.dt.replace_time_zone(tz, ambiguous="earliest", non_existent="null")
+    return local.dt.convert_time_zone("UTC")
+
+
+def _instants(steps: _Steps, t: pl.Expr, tz: str) -> tuple[pl.Expr, pl.Expr]:
+    """(UTC instant, naive local value) from ISO datetimes or epoch numbers."""
+    utc = steps.add("zu", _utc_instant(t))
     zoned = pl.when(utc.is_null() & t.str.contains(r"(?:[Zz]|[+-]\d\d(?::?\d\d)?)$")).then(t)
     aware = steps.cascade("z", zoned, [_strptime(f, pl.Datetime()) for f in _AWARE_FORMATS])
     aware = steps.add("za", pl.coalesce(utc, aware))
     left = steps.add("zl", pl.when(aware.is_null()).then(t))
     naive = steps.cascade("n", left, [_strptime(f, pl.Datetime()) for f in _NAIVE_FORMATS])
-    local = naive.dt.replace_time_zone(tz, ambiguous="earliest", non_existent="null")
-    parsed = steps.add("p", pl.coalesce(aware, local.dt.convert_time_zone("UTC")))
+    parsed = steps.add("p", pl.coalesce(aware, _to_utc(naive, tz)))
     epoch = _epoch_ms(pl.when(parsed.is_null() & naive.is_null()).then(t))
     return steps.add("m", pl.coalesce(parsed, epoch)), naive
+
+
+def _date_out(days: pl.Expr, dates: DatesMode) -> pl.Expr:
+    return (days.cast(pl.Date).cast(pl.String) if dates == "iso"
+            else (days.cast(pl.Int64) * _MS_PER_DAY).cast(pl.String))
+
+
+def _date_tiers(t: pl.Expr, order: DateOrder | None, dates: DatesMode) -> tuple[pl.Expr, ...]:
+    """The calendar cascade one format at a time (only ISO when the order is unknown, where
+    the rule weighs DMY against MDY): what a format parses, the rule parses the same way."""
+    formats = ([_iso_date, *_slashed_formats(order),
+                *(_strptime(f, pl.Date()) for f in _PLAIN_DATES[1:])]
+               if order in ("DMY", "MDY") else [_iso_date])
+    return tuple(_date_out(parse(t).cast(pl.Int32), dates) for parse in formats)
 
 
 def _date_rule(steps: _Steps, t: pl.Expr, prop: Property, order: DateOrder | None,
@@ -246,9 +297,7 @@ def _date_rule(steps: _Steps, t: pl.Expr, prop: Property, order: DateOrder | Non
     instant, _ = _instants(steps, pl.when(cal.is_null() & ~ambiguous).then(t), "UTC")
     ms = instant.dt.epoch("ms")
     midnight = pl.when(ms % _MS_PER_DAY == 0).then(ms // _MS_PER_DAY).cast(pl.Int32)
-    days = pl.coalesce(cal.cast(pl.Int32), midnight)
-    out = (days.cast(pl.Date).cast(pl.String) if dates == "iso"
-           else (days.cast(pl.Int64) * _MS_PER_DAY).cast(pl.String))
+    out = _date_out(pl.coalesce(cal.cast(pl.Int32), midnight), dates)
     code = pl.when(ambiguous).then(pl.lit("AMBIGUOUS_DATE")).otherwise(pl.lit("INVALID_DATE"))
     dmy = pl.coalesce([f(t) for f in _slashed_formats("DMY")]).cast(pl.String)
     mdy = pl.coalesce([f(t) for f in _slashed_formats("MDY")]).cast(pl.String)
@@ -266,6 +315,30 @@ def _date_rule(steps: _Steps, t: pl.Expr, prop: Property, order: DateOrder | Non
     return out, code, message
 
 
+def _datetime_out(instant: pl.Expr, dates: DatesMode) -> pl.Expr:
+    if dates == "iso":  # the UTC wall clock: formatting it without the zone is faster
+        return instant.dt.replace_time_zone(None).dt.strftime("%Y-%m-%dT%H:%M:%S%.3fZ")
+    return instant.dt.epoch("ms").cast(pl.String)
+
+
+# Naive forms by length, "T" or " " between date and time (one colon or two, so no value
+# parses under two of the cascade's naive formats, and none of them ends like an offset).
+_NAIVE_BY_SIZE = ((16, _NAIVE_FORMATS[2], _NAIVE_FORMATS[3]),
+                  (19, _NAIVE_FORMATS[0], _NAIVE_FORMATS[1]))
+
+
+def _datetime_tiers(t: pl.Expr, tz: str, dates: DatesMode) -> tuple[pl.Expr, ...]:
+    """The common UTC forms, then the common naive forms (read in `tz`): what they parse,
+    the rule parses the same way; a naive time that does not exist is left to the rule."""
+    size = t.str.len_bytes()
+    has_t = t.str.contains("T", literal=True)
+    naive = [_to_utc(pl.coalesce(
+        _strptime(with_t, pl.Datetime())(pl.when((size == n) & has_t).then(t)),
+        _strptime(with_space, pl.Datetime())(pl.when((size == n) & ~has_t).then(t))), tz)
+        for n, with_t, with_space in _NAIVE_BY_SIZE]
+    return tuple(_datetime_out(instant, dates) for instant in (_utc_instant(t), *naive))
+
+
 def _datetime_rule(steps: _Steps, t: pl.Expr, prop: Property, order: DateOrder | None,
                    tz: str, dates: DatesMode) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
     aware_or_naive = _instants(steps, t, tz)
@@ -276,8 +349,7 @@ def _datetime_rule(steps: _Steps, t: pl.Expr, prop: Property, order: DateOrder |
     instant = steps.add("i", pl.coalesce(aware_or_naive[0],
                                          local.dt.convert_time_zone("UTC")))
     naive = aware_or_naive[1]
-    out = (instant.dt.strftime("%Y-%m-%dT%H:%M:%S%.3fZ") if dates == "iso"
-           else instant.dt.epoch("ms").cast(pl.String))
+    out = _datetime_out(instant, dates)
     code = (pl.when(ambiguous).then(pl.lit("AMBIGUOUS_DATE"))
             .otherwise(pl.lit("INVALID_DATETIME")))
     message = (
@@ -299,13 +371,33 @@ def _datetime_rule(steps: _Steps, t: pl.Expr, prop: Property, order: DateOrder |
 _CANONICAL_NUMBER = r"^-?(?:0|[1-9]\d*)(?:\.\d*[1-9])?$"
 
 
-def _number(steps: _Steps, t: pl.Expr, thousands: str, decimal: str) -> pl.Expr:
-    """Canonical decimal text; most values are already canonical and pay one regex."""
+def _number_tiers(t: pl.Expr, thousands: str, decimal: str) -> tuple[pl.Expr, ...]:
+    """Values already canonical; canonical once the thousands separators are gone (the first
+    two stages of `_number`); canonical once trailing decimal zeros are gone (what the
+    exact decimal path of `_number` gives, for sizes a Decimal(38, 18) holds exactly)."""
+    tiers: list[pl.Expr] = []
     if decimal == "." and thousands != ".":
-        done = steps.add("q", pl.when(t.str.contains(_CANONICAL_NUMBER)).then(t))
+        tiers.append(pl.when(t.str.contains(_CANONICAL_NUMBER)).then(t))
+    if decimal == "." and thousands == ",":  # one regex: grouped and canonical without them
+        tiers.append(pl.when(t.str.contains(r"^-?[1-9]\d{0,2}(?:,\d{3})+(?:\.\d*[1-9])?$"))
+                     .then(t.str.replace_all(",", "", literal=True)))
     else:
-        done = steps.add("q", pl.lit(None, dtype=pl.String))
-    rest: pl.Expr = pl.when(done.is_null()).then(t)
+        cleaned = _number_cleaned(t, thousands, decimal)
+        tiers.append(pl.when(cleaned.str.contains(_CANONICAL_NUMBER)).then(cleaned))
+    if decimal == "." and thousands == ",":
+        zeros = pl.when(t.str.contains(r"^-?(?:0|[1-9]\d{0,2}(?:,\d{3}){0,5}|[1-9]\d{0,17})"
+                                       r"\.\d{0,17}0$")).then(t).str.replace_all(
+            ",", "", literal=True)
+    else:
+        cleaned = _number_cleaned(t, thousands, decimal)
+        zeros = pl.when(cleaned.str.contains(r"^-?(?:0|[1-9]\d{0,17})\.\d{0,17}0$")).then(
+            cleaned)
+    short = zeros.str.strip_chars_end("0").str.strip_suffix(".")
+    tiers.append(pl.when(short == "-0").then(pl.lit("0")).otherwise(short))
+    return tuple(tiers)
+
+
+def _number_cleaned(rest: pl.Expr, thousands: str, decimal: str) -> pl.Expr:
     if thousands:
         grouped = (rf"^[+-]?\d{{1,3}}(?:{re.escape(thousands)}\d{{3}})+"
                    rf"(?:{re.escape(decimal)}\d*)?$")
@@ -314,14 +406,27 @@ def _number(steps: _Steps, t: pl.Expr, thousands: str, decimal: str) -> pl.Expr:
                 .then(rest.str.replace_all(thousands, "", literal=True)))
     if decimal != ".":
         rest = rest.str.replace_all(decimal, ".", literal=True)
-    cleaned = steps.add("qc", rest)
+    return rest
+
+
+def _number(steps: _Steps, t: pl.Expr, thousands: str, decimal: str) -> pl.Expr:
+    """Canonical decimal text; most values are already canonical and pay one regex."""
+    if decimal == "." and thousands != ".":
+        done = steps.add("q", pl.when(t.str.contains(_CANONICAL_NUMBER)).then(t))
+    else:
+        done = steps.add("q", pl.lit(None, dtype=pl.String))
+    cleaned = steps.add("qc", _number_cleaned(pl.when(done.is_null()).then(t), thousands,
+                                              decimal))
     done = steps.add("qd", pl.coalesce(done, pl.when(cleaned.str.contains(_CANONICAL_NUMBER))
                                        .then(cleaned)))
     rest = pl.when(done.is_null()).then(cleaned).str.replace_all(r"\s", "")
     rest = steps.add("qr", pl.when(
         rest.str.contains(r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$")).then(rest))
-    exact = (rest.cast(pl.Decimal(38, 18), strict=False).cast(pl.String)
-             .str.replace(r"\.?0+$", ""))
+    # Drop the trailing zeros and a point right before them (what the regex \.?0+$ does),
+    # without a regex: a regex pass costs as much on null rows as on values.
+    text = rest.cast(pl.Decimal(38, 18), strict=False).cast(pl.String)
+    exact = (pl.when(text.str.ends_with("0"))
+             .then(text.str.strip_chars_end("0").str.strip_suffix(".")).otherwise(text))
     exact = pl.when(exact == "-0").then(pl.lit("0")).otherwise(exact)
     as_float = rest.cast(pl.Float64, strict=False)
     wide = pl.when(as_float.is_finite()).then(as_float.cast(pl.String))
@@ -380,11 +485,14 @@ def _build_rule(i: int, target: Target, prop: Property, options: NormalizeOption
     stripped = raw if prop.type == "string" else raw.str.strip_chars()
     t = steps.add("t", pl.when(stripped != "").then(stripped))
     bad: pl.Expr | None = None
+    tiers: tuple[pl.Expr, ...] = ()
     if prop.type == "date":
         out, code, message = _date_rule(steps, t, prop, order, options.dates)
+        tiers = _date_tiers(t, order, options.dates)
     elif prop.type == "datetime":
         out, code, message = _datetime_rule(steps, t, prop, order, options.timezone,
                                             options.dates)
+        tiers = _datetime_tiers(t, options.timezone, options.dates)
     elif prop.type == "bool" or (prop.type == "enumeration"
                                  and prop.field_type == "booleancheckbox" and not prop.options):
         out = t.str.to_lowercase().replace_strict(_BOOL_MAP, default=None,
@@ -394,6 +502,7 @@ def _build_rule(i: int, target: Target, prop: Property, options: NormalizeOption
                                      "yes/no, y/n, 1/0, on/off or checked/unchecked")
     elif prop.type == "number":
         out = _number(steps, t, options.thousands, options.decimal)
+        tiers = _number_tiers(t, options.thousands, options.decimal)
         code = pl.lit("INVALID_NUMBER")
         thousands = f"'{options.thousands}'" if options.thousands else "none"
         message = _value_msg("'", t, f"' is not a number for {prop.name}: use digits with "
@@ -434,7 +543,8 @@ def _build_rule(i: int, target: Target, prop: Property, options: NormalizeOption
                                 pl.lit(f" characters; HubSpot takes at most {limit}"))
     if bad is None:
         bad = t.is_not_null() & pl.col(f"__o{i}").is_null()
-    return _Rule(target, prop, i, raw, tuple(steps.steps), out, bad, code, message, empty)
+    return _Rule(target, prop, i, raw, tuple(steps.steps), out, bad, code, message, empty,
+                 tiers=tiers, by_value=prop.type != "string")
 
 
 def expressions(schema: Schema, mapping: ResolvedMapping,
@@ -481,16 +591,152 @@ def _check_constants(plan: NormalizePlan) -> None:
 
 
 def _evaluate(frame: pl.DataFrame, plan: NormalizePlan) -> pl.DataFrame:
-    return _evaluate_lazy(frame, plan).collect()
+    return _evaluate_lazy(frame.lazy(), plan.rules).collect()
 
 
-def _evaluate_lazy(frame: pl.DataFrame, plan: NormalizePlan) -> pl.LazyFrame:
-    rules = plan.rules
-    work = frame.lazy()
+def _evaluate_lazy(work: pl.LazyFrame, rules: Sequence[_Rule]) -> pl.LazyFrame:
+    """Every work column of `rules` (steps in lockstep), then out and bad, row by row."""
     for k in range(max((len(r.steps) for r in rules), default=0)):
         work = work.with_columns(r.steps[k] for r in rules if k < len(r.steps))
     work = work.with_columns(r.out.alias(r.o) for r in rules)
     return work.with_columns(r.bad.alias(r.b) for r in rules)
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    """One rule over one batch: output and bad flag per row, and the bad rows' reasons."""
+
+    out: pl.Series
+    bad: pl.Series
+    rejects: pl.DataFrame | None  # source_row, value, code, message (bad rows only)
+
+
+def _reasons(work: pl.DataFrame, rule: _Rule) -> pl.DataFrame | None:
+    bad = work.get_column(rule.b)
+    if not bad.any():
+        return None
+    return work.filter(bad).select(pl.col(SOURCE_ROW), rule.raw.cast(pl.String).alias("value"),
+                                   rule.code.alias("code"), rule.message.alias("message"))
+
+
+def _by_rows(frame: pl.DataFrame, rules: Sequence[_Rule],
+             fast_paths: bool) -> dict[int, _Outcome]:
+    """Evaluate `rules` on every row of `frame` (`source_row` + their columns).
+
+    A rule with tiers tries them first, each on the rows the earlier ones left (compacted,
+    so a column of common shapes pays one parse per value); the whole rule then runs only
+    on what they all left.
+    """
+    tiered = [r for r in rules if fast_paths and r.tiers]
+    full = [r for r in rules if not (fast_paths and r.tiers)]
+    lazy = _evaluate_lazy(frame.lazy(), full)
+    if tiered:
+        lazy = (lazy.with_columns(r.steps[0] for r in tiered)
+                .with_columns(r.tiers[0].alias(r.x) for r in tiered))
+    work = lazy.collect()
+    outcomes = {r.index: _Outcome(work.get_column(r.o), work.get_column(r.b), _reasons(work, r))
+                for r in full}
+    for rule in tiered:
+        outcomes[rule.index] = _by_tiers(work, rule)
+    return outcomes
+
+
+def _by_tiers(work: pl.DataFrame, rule: _Rule) -> _Outcome:
+    """Finish a rule whose first tier is in `work`: later tiers, then the rule, each only on
+    the rows still without a value, their outputs scattered back into place."""
+    out = work.get_column(rule.x).alias(rule.o)
+    bad = pl.repeat(False, work.height, eager=True).alias(rule.b)
+    pending = work.get_column(rule.t).is_not_null() & out.is_null()
+    if not pending.any():
+        return _Outcome(out, bad, None)
+    out = out.clone()
+    columns = [SOURCE_ROW, rule.t] + ([] if rule.target.column is None
+                                      else [rule.target.column])
+    rest = work.select(columns).with_row_index("__pos").filter(pending)
+    for tier in rule.tiers[1:]:
+        rest = rest.with_columns(tier.alias(rule.x))
+        done = rest.get_column(rule.x).is_not_null()
+        if done.any():
+            got = rest.filter(done)
+            out.scatter(got.get_column("__pos"), got.get_column(rule.x))
+            rest = rest.filter(~done)
+        if rest.height == 0:
+            return _Outcome(out, bad, None)
+    slow = _evaluate_lazy(rest.lazy().drop(rule.t, rule.x, strict=False), [rule]).collect()
+    at = slow.get_column("__pos")
+    out.scatter(at, slow.get_column(rule.o))
+    bad.scatter(at, slow.get_column(rule.b))
+    return _Outcome(out, bad, _reasons(slow, rule))
+
+
+def _distinct(column: pl.Series, share: float) -> pl.Series | None:
+    """The distinct values of `column` when they are at most `share` of its rows."""
+    if share <= 0 or column.len() < 2:
+        return None
+    sample = column.head(_DISTINCT_SAMPLE_ROWS)
+    if share < 1 and sample.n_unique() > sample.len() * share:
+        return None
+    values = column.unique()
+    return values if values.len() <= column.len() * share else None
+
+
+def _by_value(frame: pl.DataFrame, rule: _Rule, values: pl.Series,
+              fast_paths: bool) -> _Outcome:
+    """Evaluate `rule` once per distinct value of its column and map the results back."""
+    assert rule.target.column is not None
+    column = rule.target.column
+    table = pl.DataFrame({SOURCE_ROW: pl.int_range(values.len(), dtype=pl.Int64, eager=True),
+                          column: values})
+    each = _by_rows(table, [rule], fast_paths)[rule.index]
+    table = table.with_columns(each.out, each.bad)
+    mapped = frame.select(column).join(table.drop(SOURCE_ROW), on=column, how="left",
+                                       nulls_equal=True, maintain_order="left")
+    bad = mapped.get_column(rule.b)
+    rejects = None
+    if each.rejects is not None:
+        reasons = each.rejects.join(table.select(SOURCE_ROW, column), on=SOURCE_ROW,
+                                    how="left").drop(SOURCE_ROW, "value")
+        rejects = (frame.filter(bad).select(SOURCE_ROW, column)
+                   .join(reasons, on=column, how="left", nulls_equal=True,
+                         maintain_order="left")
+                   .select(SOURCE_ROW, pl.col(column).alias("value"), "code", "message"))
+    return _Outcome(mapped.get_column(rule.o), bad, rejects)
+
+
+def _by_constant(frame: pl.DataFrame, rule: _Rule) -> _Outcome:
+    """A constant target: evaluated once, the same for every row."""
+    one = _by_rows(pl.DataFrame({SOURCE_ROW: [0]}, schema={SOURCE_ROW: pl.Int64}), [rule],
+                   False)[rule.index]
+    n = frame.height
+    rejects = None
+    if one.rejects is not None:
+        first = one.rejects.drop(SOURCE_ROW).row(0)
+        rejects = frame.select(pl.col(SOURCE_ROW), *(pl.lit(v, dtype=pl.String).alias(c)
+                                                     for c, v in zip(("value", "code",
+                                                                      "message"), first,
+                                                                     strict=True)))
+    return _Outcome(pl.repeat(one.out[0], n, dtype=pl.String, eager=True).alias(rule.o),
+                    pl.repeat(bool(one.bad[0]), n, eager=True).alias(rule.b), rejects)
+
+
+def _outcomes(frame: pl.DataFrame, plan: NormalizePlan) -> dict[int, _Outcome]:
+    outcomes: dict[int, _Outcome] = {}
+    per_row: list[_Rule] = []
+    for rule in plan.rules:
+        if rule.target.column is None:
+            outcomes[rule.index] = _by_constant(frame, rule)
+            continue
+        values = (_distinct(frame.get_column(rule.target.column), plan.distinct_share)
+                  if rule.by_value else None)
+        if values is None:
+            per_row.append(rule)
+        else:
+            outcomes[rule.index] = _by_value(frame, rule, values, plan.fast_paths)
+    if per_row:
+        outcomes.update(_by_rows(frame.select(SOURCE_ROW, *dict.fromkeys(
+            r.target.column for r in per_row if r.target.column is not None)),
+            per_row, plan.fast_paths))
+    return outcomes
 
 
 def _final(rule: _Rule) -> pl.Expr:
@@ -512,7 +758,11 @@ def normalize(frame: pl.DataFrame, plan: NormalizePlan) -> tuple[pl.DataFrame, p
     rules = plan.rules
     if SOURCE_ROW not in frame.columns:
         raise ValueError(f"normalize needs a {SOURCE_ROW!r} column")
-    work_lazy = _evaluate_lazy(frame.with_columns(pl.col(SOURCE_ROW).cast(pl.Int64)), plan)
+    frame = frame.with_columns(pl.col(SOURCE_ROW).cast(pl.Int64))
+    outcomes = _outcomes(frame, plan)
+    work_lazy = frame.select(SOURCE_ROW).with_columns(
+        *(outcomes[r.index].out.alias(r.o) for r in rules),
+        *(outcomes[r.index].bad.alias(r.b) for r in rules)).lazy()
     any_bad = pl.any_horizontal([pl.col(r.b) for r in rules]) if rules else pl.lit(False)
     sent = [pl.col(f"__f{r.index}") for r in rules]
     no_values = ~pl.any_horizontal([c.is_not_null() for c in sent]) if sent else pl.lit(True)
@@ -522,30 +772,27 @@ def normalize(frame: pl.DataFrame, plan: NormalizePlan) -> tuple[pl.DataFrame, p
     rejected = pl.col("__missing") | pl.col("__none")
     if plan.options.on_invalid == "reject-row":
         rejected = rejected | pl.col("__bad")
-    work = (work_lazy
-            .with_columns(*(_final(r).alias(f"__f{r.index}") for r in rules),
-                          any_bad.alias("__bad"))
-            .with_columns(missing.alias("__missing"), no_values.alias("__none"))
-            .with_columns(rejected.alias("__rej"))
-            .collect())
-    values = work.select(pl.col(SOURCE_ROW),
-                         *(pl.col(f"__f{r.index}").alias(r.prop.name) for r in rules),
-                         *(pl.col(h) for h in ("__bad", "__missing", "__none", "__rej")))
     helpers = ["__bad", "__missing", "__none", "__rej"]
+    values = (work_lazy
+              .with_columns(*(_final(r).alias(f"__f{r.index}") for r in rules),
+                            any_bad.alias("__bad"))
+              .with_columns(missing.alias("__missing"), no_values.alias("__none"))
+              .with_columns(rejected.alias("__rej"))
+              .select(pl.col(SOURCE_ROW),
+                      *(pl.col(f"__f{r.index}").alias(r.prop.name) for r in rules),
+                      *(pl.col(h) for h in helpers))
+              .collect())
     if not (values["__bad"].any() or values["__rej"].any()):
         return values.drop(helpers), empty_rejects()
     valid = values.filter(~pl.col("__rej")).drop(helpers)
-    involved = work.filter(pl.col("__bad") | pl.col("__rej"))
+    involved = values.filter(pl.col("__bad") | pl.col("__rej"))
     suffix = "" if plan.options.on_invalid == "reject-row" else " (field not sent)"
     parts = [
-        involved.filter(pl.col(r.b)).select(
-            pl.col(SOURCE_ROW),
-            pl.lit(r.target.source_label, dtype=pl.String).alias("column"),
-            r.raw.cast(pl.String).alias("value"),
-            r.code.alias("code"),
-            pl.concat_str(r.message, pl.lit(suffix)).alias("message"),
-        )
-        for r in rules
+        reasons.select(pl.col(SOURCE_ROW),
+                       pl.lit(r.target.source_label, dtype=pl.String).alias("column"),
+                       pl.col("value"), pl.col("code"),
+                       pl.concat_str(pl.col("message"), pl.lit(suffix)).alias("message"))
+        for r in rules if (reasons := outcomes[r.index].rejects) is not None
     ]
     needed = ", ".join(plan.required_any)
     sources = ", ".join(r.target.source_label for r in rules if r.prop.name in plan.required_any)
