@@ -18,6 +18,10 @@ header names, rows with more or fewer fields than the header, invalid UTF-8 (unl
 count of quotes and delimiters per line; Python looks only at the few suspicious records),
 before the first batch is yielded. Blank lines (and rows whose every field is empty) carry
 no data: they are skipped and counted in `stats.blank_rows`.
+
+CSV files are read in blocks of a few MB cut at record ends (`_blocks`), each parsed by
+polars with the same options as a scan of the whole file: memory stays bounded by the block
+and batch sizes (polars' streaming CSV scan reads hundreds of MB ahead of its consumer).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import polars as pl
 
@@ -37,6 +41,7 @@ from engine.errors import SourceError
 SOURCE_ROW = "source_row"
 MAX_FIELD_CHARS = 65_536
 _HEAD_BYTES = 1 << 20
+_BLOCK_BYTES = 4 << 20
 _HASH_BYTES = 1 << 16
 
 SourceFormat = Literal["csv", "parquet", "ndjson"]
@@ -177,6 +182,60 @@ def _read_at(path: Path, offset: int, size: int) -> bytes:
         return f.read(size)
 
 
+def _blocks(path: Path, start: int, quote: bytes | None) -> Iterator[bytes]:
+    """The file from byte `start` in pieces of about `_BLOCK_BYTES`, each cut just after a
+    line end (one outside quotes when `quote` is given: quotes pair up, as the pre-scan
+    counts them), the last one at the end of the file. A record longer than a block is
+    held over whole (each byte is looked at once)."""
+    with path.open("rb") as f:
+        f.seek(start)
+        held: list[bytes] = []
+        quotes = 0   # in the held bytes
+        while data := f.read(_BLOCK_BYTES):
+            cut = _last_record_end(data, quote, quotes)
+            if cut:
+                yield b"".join([*held, data[:cut]])
+                held, data = [], data[cut:]
+                quotes = 0
+            held.append(data)
+            quotes += data.count(quote) if quote is not None else 0
+        if any(held):
+            yield b"".join(held)
+
+
+def _last_record_end(data: bytes, quote: bytes | None, quotes_before: int) -> int:
+    """Offset just past the last line end of `data` outside quotes (0 when there is none),
+    `quotes_before` quotes having been seen before `data`."""
+    if quote is None:
+        return data.rfind(b"\n") + 1
+    quotes = quotes_before + data.count(quote)
+    end = len(data)
+    while (line_end := data.rfind(b"\n", 0, end)) >= 0:
+        quotes -= data.count(quote, line_end, end)
+        if quotes % 2 == 0:
+            return line_end + 1
+        end = line_end
+    return 0
+
+
+def _rebatched(frames: Iterator[pl.DataFrame], rows: int) -> Iterator[pl.DataFrame]:
+    """The rows of `frames` in order, in frames of exactly `rows` rows (the last: the rest)."""
+    held: list[pl.DataFrame] = []
+    count = 0
+    for frame in frames:
+        offset = 0
+        while count + frame.height - offset >= rows:
+            held.append(frame.slice(offset, rows - count))
+            offset += rows - count
+            yield pl.concat(held, rechunk=True)
+            held, count = [], 0
+        if offset < frame.height:
+            held.append(frame.slice(offset))
+            count += frame.height - offset
+    if held:
+        yield pl.concat(held, rechunk=True)
+
+
 # --- the reader -------------------------------------------------------------------------------
 
 
@@ -192,6 +251,7 @@ class Source:
                               "the format", path=str(self.files[0]))
         self.format: SourceFormat = fmt
         self.stats = SourceStats()
+        self._header: dict[Path, bytes] = {}   # CSV: the header record's bytes, per file
         self.columns: tuple[str, ...] = self._columns()
 
     def __repr__(self) -> str:
@@ -219,6 +279,7 @@ class Source:
         if not head[bom:].strip():
             raise SourceError("the file is empty (no header row)", path=str(path))
         walk = _walk_record(head, ord(self.spec.delimiter), ord(self.spec.quote_char), bom)
+        self._header[path] = head[:walk.end]
         names: list[str] = []
         seen: dict[str, int] = {}
         for index, (start, end) in enumerate(zip(walk.starts, walk.ends, strict=True)):
@@ -256,11 +317,13 @@ class Source:
             return pl.scan_parquet(path)
         if self.format == "ndjson":
             return pl.scan_ndjson(path, infer_schema_length=1000)
-        return pl.scan_csv(
-            path, infer_schema=False, separator=self.spec.delimiter,
-            quote_char=self.spec.quote_char,
-            encoding="utf8-lossy" if self.spec.encoding_errors == "replace" else "utf8",
-            truncate_ragged_lines=False, raise_if_empty=False)
+        return pl.scan_csv(path, **self._csv_options())
+
+    def _csv_options(self) -> dict[str, Any]:
+        return {"infer_schema": False, "separator": self.spec.delimiter,
+                "quote_char": self.spec.quote_char,
+                "encoding": "utf8-lossy" if self.spec.encoding_errors == "replace" else "utf8",
+                "truncate_ragged_lines": False, "raise_if_empty": False}
 
     # fingerprint ----------------------------------------------------------------------
 
@@ -306,10 +369,12 @@ class Source:
             self.stats.files_done += 1
 
     def _file_batches(self, path: Path, first_row: int) -> Iterator[pl.DataFrame]:
+        if self.format == "csv":
+            yield from _rebatched(self._csv_blocks(path, first_row), self.spec.chunk_rows)
+            return
         lazy = self._scan(path).with_row_index(SOURCE_ROW, offset=first_row)
-        if self.format != "csv":
-            lazy = lazy.select(pl.col(SOURCE_ROW), *(_as_text(c, dt) for c, dt in
-                                                      self._scan(path).collect_schema().items()))
+        lazy = lazy.select(pl.col(SOURCE_ROW), *(_as_text(c, dt) for c, dt in
+                                                  self._scan(path).collect_schema().items()))
         lazy = lazy.select(pl.col(SOURCE_ROW).cast(pl.Int64), *self.columns)
         try:
             for batch in lazy.collect_batches(chunk_size=self.spec.chunk_rows):
@@ -317,6 +382,24 @@ class Source:
         except pl.exceptions.PolarsError as exc:
             message = str(exc).split("\n", 1)[0]
             raise SourceError(f"cannot read the file: {message}", path=str(path)) from None
+
+
+    def _csv_blocks(self, path: Path, first_row: int) -> Iterator[pl.DataFrame]:
+        """Each block of records, parsed after the header as a scan of the file would be."""
+        header = self._header[path]
+        options = self._csv_options()
+        next_row = first_row
+        for block in _blocks(path, len(header), self.spec.quote_char.encode()):
+            try:
+                frame = pl.read_csv(header + block, **options)
+                frame = frame.select(
+                    pl.int_range(next_row, next_row + frame.height, dtype=pl.Int64)
+                    .alias(SOURCE_ROW), *self.columns)
+            except pl.exceptions.PolarsError as exc:
+                message = str(exc).split("\n", 1)[0]
+                raise SourceError(f"cannot read the file: {message}", path=str(path)) from None
+            next_row += frame.height
+            yield frame
 
 
 def _as_text(name: str, dtype: pl.DataType) -> pl.Expr:
@@ -372,12 +455,12 @@ class _CsvScan:
                            byte_offset=byte_offset)
 
     def run(self) -> None:
-        lines = pl.scan_csv(
-            self.path, has_header=False, separator="\x00", quote_char=None,
-            new_columns=["line"], infer_schema=False, encoding="utf8-lossy",
-            truncate_ragged_lines=True, empty_string_is_null=False, raise_if_empty=False)
         carry = _Carry()
-        for batch in lines.collect_batches(chunk_size=100_000):
+        for block in _blocks(self.path, 0, None):
+            batch = pl.read_csv(
+                block, has_header=False, separator="\x00", quote_char=None,
+                infer_schema=False, encoding="utf8-lossy", truncate_ragged_lines=True,
+                empty_string_is_null=False, raise_if_empty=False)
             if batch.width == 0 or batch.height == 0:
                 continue
             carry = self._batch(batch.select(pl.col(batch.columns[0]).fill_null("")
