@@ -147,11 +147,22 @@ def _path(obj: ObjectType, tail: str) -> str:
 
 
 class Journal:
-    """The async face of the checkpoint: one writer thread, grouped commits."""
+    """The async face of the checkpoint: one writer thread, grouped commits.
 
-    def __init__(self, checkpoint: SqliteCheckpoint) -> None:
+    `commit` waits until its transitions are durable; `defer` hands over transitions
+    that may wait (a batch's DONE: lost in a crash, the batch is merely reconciled as in
+    flight on resume), which ride with the next commit or are written within
+    `flush_s` on their own.
+    """
+
+    def __init__(self, checkpoint: SqliteCheckpoint, *, flush_s: float = 0.5,
+                 defer_max: int = 64) -> None:
         self.checkpoint = checkpoint
+        self.flush_s = flush_s
+        self.defer_max = defer_max
+        self.commits = 0
         self._pending: list[tuple[Transition, anyio.Event]] = []
+        self._deferred: list[Transition] = []
         self._wake = anyio.Event()
         self._thread = anyio.CapacityLimiter(1)
         self._closed = False
@@ -168,23 +179,34 @@ class Journal:
         if self._failure is not None:
             raise self._failure
 
+    def defer(self, transition: Transition) -> None:
+        """Journal `transition` with the next commit, or within `flush_s`."""
+        if self._failure is not None:
+            raise self._failure
+        self._deferred.append(transition)
+        if len(self._deferred) >= self.defer_max:
+            self._wake.set()
+
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         while True:
-            await self._wake.wait()
+            with anyio.move_on_after(self.flush_s):
+                await self._wake.wait()
             self._wake = anyio.Event()
             group, self._pending = self._pending, []
-            if group:
+            deferred, self._deferred = self._deferred, []
+            if group or deferred:
                 try:
                     with anyio.CancelScope(shield=True):
                         await anyio.to_thread.run_sync(
-                            self.checkpoint.apply, [t for t, _ in group], limiter=self._thread
-                        )
+                            self.checkpoint.apply, deferred + [t for t, _ in group],
+                            limiter=self._thread)
+                    self.commits += 1
                 except Exception as exc:  # the journal is broken: nothing may be sent now
                     self._failure = exc
                 for _, done in group:
                     done.set()  # setting an Event twice is harmless
-            if self._closed and not self._pending:
+            if self._closed and not self._pending and not self._deferred:
                 return
 
     def close(self) -> None:
@@ -381,38 +403,83 @@ class StepRunner:
 
     async def _produce(self, send: anyio.abc.ObjectSendStream[Batch], source: Source,
                        plan: NormalizePlan, keys: KeyPlan, id_source: str | None) -> None:
+        """Feed batches to the senders, journaled IN_FLIGHT a block at a time.
+
+        A worker thread prepares the next chunk (read, normalise, encode, cut into batches)
+        while this one is fed, so the senders never wait for a chunk boundary. A block of
+        batches is committed IN_FLIGHT in one transaction before any of them is handed to a
+        sender: one fsync for many requests. A batch journaled but never sent (the run
+        stopped first) is reconciled on resume like any other in flight.
+        """
         batcher = Batcher(self.spec.batch_size)
         chunks = self._prepared_chunks(source, plan, keys, id_source)
-        async with send:
-            while not self._stopping:
-                chunk = await anyio.to_thread.run_sync(next, chunks, None)
-                if chunk is None:
-                    break
-                encoded, rejects, rows_read = chunk
-                self.state.rows_read += rows_read
-                if rejects:
-                    await self.journal.commit(Transition(self.spec.step, -1, "LOCAL",
-                                                         rejects=rejects))
-                    self.state.rejected_rows += len({r.source_row for r in rejects})
-                for batch in batcher.feed(encoded):
-                    await self._offer(send, batch)
-                    if self._stopping:
-                        return
-            if not self._stopping:
-                for batch in batcher.flush():
-                    await self._offer(send, batch)
+        block: list[Batch] = []
+        block_size = max(1, self.spec.concurrency)
 
-    async def _offer(self, send: anyio.abc.ObjectSendStream[Batch], batch: Batch) -> None:
+        def next_chunk() -> tuple[list[Batch], list[Reject], int] | None:
+            chunk = next(chunks, None)
+            if chunk is None:
+                return None
+            encoded, rejects, rows_read = chunk
+            return list(batcher.feed(encoded)), rejects, rows_read
+
+        async def release() -> None:
+            if not block:
+                return
+            await self.journal.commit(*(Transition(self.spec.step, b.seq, IN_FLIGHT,
+                                                   rows=b.rows, keys=b.keys) for b in block))
+            for batch in block:
+                await send.send(batch)
+            block.clear()
+
+        async def read_ahead(out: anyio.abc.ObjectSendStream[
+                tuple[list[Batch], list[Reject], int]]) -> None:
+            async with out:
+                while not self._stopping:
+                    chunk = await anyio.to_thread.run_sync(next_chunk)
+                    if chunk is None:
+                        return
+                    await out.send(chunk)
+
+        ahead, prepared = anyio.create_memory_object_stream[
+            tuple[list[Batch], list[Reject], int]](0)
+        async with send, anyio.create_task_group() as tg:
+            tg.start_soon(read_ahead, ahead)
+            async with prepared:
+                async for batches, rejects, rows_read in prepared:
+                    self.state.rows_read += rows_read
+                    if rejects:
+                        await self.journal.commit(Transition(self.spec.step, -1, "LOCAL",
+                                                             rejects=rejects))
+                        self.state.rejected_rows += len({r.source_row for r in rejects})
+                    for batch in batches:
+                        if self._stopping:
+                            break
+                        if self._skip_done(batch):
+                            continue
+                        block.append(batch)
+                        if len(block) >= block_size:
+                            await release()
+                    if self._stopping:
+                        break
+                    await release()
+                if not self._stopping:
+                    block.extend(b for b in batcher.flush() if not self._skip_done(b))
+                    await release()
+            tg.cancel_scope.cancel()  # stopping: no chunk is needed any more
+
+    def _skip_done(self, batch: Batch) -> bool:
+        """True for a batch an earlier run finished (it must cover the same rows)."""
         record = self.batches_done.get(batch.seq)
-        if record is not None and record.state == DONE:
-            if record.rows != tuple(batch.rows):
-                raise ConfigError(f"batch {batch.seq} of step {self.spec.step} covers other "
-                                  "rows than when it was journaled; the input or the "
-                                  "normalisation changed: use a new --checkpoint")
-            self.state.done_rows += len(batch.rows)
-            self._show()
-            return
-        await send.send(batch)
+        if record is None or record.state != DONE:
+            return False
+        if record.rows != tuple(batch.rows):
+            raise ConfigError(f"batch {batch.seq} of step {self.spec.step} covers other "
+                              "rows than when it was journaled; the input or the "
+                              "normalisation changed: use a new --checkpoint")
+        self.state.done_rows += len(batch.rows)
+        self._show()
+        return True
 
     def _prepared_chunks(self, source: Source, plan: NormalizePlan, keys: KeyPlan,
                          id_source: str | None) -> Iterator[tuple[pl.DataFrame, list[Reject],
@@ -487,42 +554,32 @@ class StepRunner:
     # -- senders ----------------------------------------------------------------------
 
     async def _sender(self, receive: anyio.abc.ObjectReceiveStream[Batch]) -> None:
-        # A batch's DONE rides with the sender's next IN_FLIGHT commit (one fsync for
-        # both); if the run dies in between, the batch is reconciled like any in flight.
-        carry: list[Transition] = []
-        try:
-            async with receive:
-                async for batch in receive:
-                    if self._stopping:
-                        continue  # drain without sending: the next run picks these up
-                    try:
-                        await self._process(batch, carry)
-                    except QuotaExhausted as exc:
-                        self._stop(str(exc), 4)
-                    except (RetryableApiError, TransportError) as exc:
-                        self._stop(f"HubSpot unavailable after retries: {exc}", 4)
-        finally:
-            if carry:
-                with anyio.CancelScope(shield=True):
-                    await self.journal.commit(*carry)
+        async with receive:
+            async for batch in receive:
+                if self._stopping:
+                    continue  # drain without sending: the next run picks these up
+                try:
+                    await self._process(batch)
+                except QuotaExhausted as exc:
+                    self._stop(str(exc), 4)
+                except (RetryableApiError, TransportError) as exc:
+                    self._stop(f"HubSpot unavailable after retries: {exc}", 4)
 
-    async def _process(self, batch: Batch, carry: list[Transition]) -> None:
+    async def _process(self, batch: Batch) -> None:
+        """Send a batch the producer journaled IN_FLIGHT; journal its outcome as DONE."""
         step = self.spec.step
         positions = list(range(len(batch.rows)))
         outcome = Sent()
         record = self.batches_done.get(batch.seq)
         if record is not None and record.state == IN_FLIGHT and self.spec.mode == "create":
             outcome, positions = await self._reconcile(batch, positions, record.started_at)
-        await self.journal.commit(*carry, Transition(step, batch.seq, IN_FLIGHT,
-                                                     rows=batch.rows, keys=batch.keys))
-        carry.clear()
         started = time.time() if record is None or record.started_at is None else min(
             time.time(), record.started_at)
         if positions:
             self.state.sent_rows += len(positions)
             outcome.merge(await self._send(batch, positions, started))
-        carry.append(Transition(step, batch.seq, DONE, results=outcome.results,
-                                rejects=outcome.rejects, ids=outcome.ids))
+        self.journal.defer(Transition(step, batch.seq, DONE, results=outcome.results,
+                                      rejects=outcome.rejects, ids=outcome.ids))
         self.state.done_rows += len(batch.rows)
         if outcome.rejects:
             self.state.rejected_rows += len({r.source_row for r in outcome.rejects}
