@@ -172,7 +172,7 @@ def detect_date_order(source: Source, columns: Sequence[str]) -> Literal["DMY", 
     fits both orders (asking for --date-order).
     """
     ambiguous = 0
-    for batch in source.batches():
+    for batch in source.batches(columns=columns):
         dmy, mdy, both = date_order_evidence(batch, columns)
         if dmy and not mdy:
             return "DMY"

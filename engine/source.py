@@ -252,6 +252,7 @@ class Source:
         self.format: SourceFormat = fmt
         self.stats = SourceStats()
         self._header: dict[Path, bytes] = {}   # CSV: the header record's bytes, per file
+        self._checked: Fingerprint | None = None  # the files as the last full check saw them
         self.columns: tuple[str, ...] = self._columns()
 
     def __repr__(self) -> str:
@@ -333,30 +334,44 @@ class Source:
     # checks ---------------------------------------------------------------------------
 
     def check(self) -> None:
-        """Run the strict file checks over every file (CSV); raises `SourceError`."""
-        if self.format == "csv":
-            for path in self.files:
-                _CsvScan(path, self.spec, self.columns).run()
+        """Run the strict file checks over every file (CSV); raises `SourceError`.
+
+        Once per content: files whose fingerprint has not changed since they passed are
+        not scanned again (the date-order detection and the import both read them)."""
+        if self.format != "csv":
+            return
+        seen = self.fingerprint()
+        if seen == self._checked:
+            return
+        for path in self.files:
+            _CsvScan(path, self.spec, self.columns).run()
+        self._checked = seen
 
     # batches --------------------------------------------------------------------------
 
-    def batches(self, *, check: bool = True) -> Iterator[pl.DataFrame]:
+    def batches(self, *, check: bool = True,
+                columns: Sequence[str] | None = None) -> Iterator[pl.DataFrame]:
         """Batches of at most `chunk_rows` rows: `source_row` (Int64) + String columns.
 
         With `check` (default) every file is pre-scanned before the first batch, so a
-        malformed file fails before anything is sent.
+        malformed file fails before anything is sent. `columns` reads only those (rows
+        blank in all of them are left out).
         """
         if check:
             self.check()
+        wanted = self.columns if columns is None else tuple(columns)
+        unknown = [c for c in wanted if c not in self.columns]
+        if unknown:
+            raise SourceError(f"no such column: {', '.join(unknown)}", path=self.spec.path)
         self.stats = SourceStats()
         next_row = 1
         for path in self.files:
             last = next_row - 1
-            for batch in self._file_batches(path, next_row):
+            for batch in self._file_batches(path, next_row, wanted):
                 if batch.height == 0:
                     continue
                 last = int(batch[SOURCE_ROW][-1])
-                blank = pl.all_horizontal(pl.col(c).is_null() for c in self.columns)
+                blank = pl.all_horizontal(pl.col(c).is_null() for c in wanted)
                 mask = batch.select(blank).to_series()
                 blanks = int(mask.sum())
                 if blanks:
@@ -368,14 +383,16 @@ class Source:
             next_row = last + 1
             self.stats.files_done += 1
 
-    def _file_batches(self, path: Path, first_row: int) -> Iterator[pl.DataFrame]:
+    def _file_batches(self, path: Path, first_row: int,
+                      columns: tuple[str, ...]) -> Iterator[pl.DataFrame]:
         if self.format == "csv":
-            yield from _rebatched(self._csv_blocks(path, first_row), self.spec.chunk_rows)
+            yield from _rebatched(self._csv_blocks(path, first_row, columns),
+                                  self.spec.chunk_rows)
             return
         lazy = self._scan(path).with_row_index(SOURCE_ROW, offset=first_row)
-        lazy = lazy.select(pl.col(SOURCE_ROW), *(_as_text(c, dt) for c, dt in
-                                                  self._scan(path).collect_schema().items()))
-        lazy = lazy.select(pl.col(SOURCE_ROW).cast(pl.Int64), *self.columns)
+        types = self._scan(path).collect_schema()
+        lazy = lazy.select(pl.col(SOURCE_ROW).cast(pl.Int64),
+                           *(_as_text(c, types[c]) for c in columns))
         try:
             for batch in lazy.collect_batches(chunk_size=self.spec.chunk_rows):
                 yield batch.rechunk()
@@ -384,17 +401,20 @@ class Source:
             raise SourceError(f"cannot read the file: {message}", path=str(path)) from None
 
 
-    def _csv_blocks(self, path: Path, first_row: int) -> Iterator[pl.DataFrame]:
+    def _csv_blocks(self, path: Path, first_row: int,
+                    columns: tuple[str, ...]) -> Iterator[pl.DataFrame]:
         """Each block of records, parsed after the header as a scan of the file would be."""
         header = self._header[path]
         options = self._csv_options()
+        if columns != self.columns:
+            options["columns"] = list(columns)
         next_row = first_row
         for block in _blocks(path, len(header), self.spec.quote_char.encode()):
             try:
                 frame = pl.read_csv(header + block, **options)
                 frame = frame.select(
                     pl.int_range(next_row, next_row + frame.height, dtype=pl.Int64)
-                    .alias(SOURCE_ROW), *self.columns)
+                    .alias(SOURCE_ROW), *columns)
             except pl.exceptions.PolarsError as exc:
                 message = str(exc).split("\n", 1)[0]
                 raise SourceError(f"cannot read the file: {message}", path=str(path)) from None

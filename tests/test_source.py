@@ -126,3 +126,40 @@ def test_missing_file_and_unknown_type(tmp_path: Path) -> None:
     (tmp_path / "x.xlsx").write_text("x")
     with pytest.raises(SourceError, match="unknown file type"):
         open_source(SourceSpec(str(tmp_path / "x.xlsx")))
+
+
+@pytest.mark.parametrize("suffix", ["csv", "parquet"])
+def test_batches_of_some_columns_keep_source_rows(tmp_path: Path, suffix: str) -> None:
+    frame = pl.DataFrame({"a": ["1", None, "3", "4"], "b": ["x", "y", None, "w"],
+                          "c": ["p", "q", "r", "s"]})
+    path = tmp_path / f"in.{suffix}"
+    frame.write_csv(path) if suffix == "csv" else frame.write_parquet(path)
+    source = open_source(SourceSpec(str(path)))
+    got = pl.concat(source.batches(columns=["b"]))
+    assert got.columns == ["source_row", "b"]
+    assert got.rows() == [(1, "x"), (2, "y"), (4, "w")]  # row 3 is blank in `b`
+    with pytest.raises(SourceError, match="no such column: z"):
+        next(source.batches(columns=["z"]))
+
+
+def test_the_strict_check_runs_once_per_content(tmp_path: Path, monkeypatch) -> None:
+    import engine.source as module
+
+    scans: list[Path] = []
+    real_run = module._CsvScan.run
+
+    def counting_run(self: module._CsvScan) -> None:
+        scans.append(self.path)
+        real_run(self)
+
+    monkeypatch.setattr(module._CsvScan, "run", counting_run)
+    path = tmp_path / "in.csv"
+    path.write_text("a,b\n1,2\n3,4\n")
+    source = open_source(SourceSpec(str(path)))
+    assert len(pl.concat(source.batches())) == 2
+    assert len(pl.concat(source.batches())) == 2
+    assert len(scans) == 1
+    path.write_text("a,b\n1,2\n3,4,5\n")  # changed, and now ragged: checked again
+    with pytest.raises(SourceError, match="row 2"):
+        next(source.batches())
+    assert len(scans) == 2
