@@ -381,7 +381,9 @@ class Planner:
                 return 0
         if remaining < 2 * floor:
             return 0
-        return min(self.chunk_ids, max(floor, share), remaining // 2)
+        size = min(self.chunk_ids, max(floor, share), remaining // 2)
+        # Whole search pages: a piece's last page is then full too (ids are dense).
+        return max(self.page_ids, size - size % self.page_ids) if size > self.page_ids else size
 
     def take_list_range(self) -> _Range | None:
         for r in self.ranges:
