@@ -8,12 +8,9 @@ update/read are reported as 207 errors.
 
 from __future__ import annotations
 
-from itertools import repeat
-from operator import methodcaller
 from typing import Any
 
-import orjson
-
+from engine.sandbox import fastpath
 from engine.sandbox.errors import (
     ApiError,
     bad_request,
@@ -30,10 +27,6 @@ MAX_HISTORY_READ_INPUTS = 50
 MAX_LIST_LIMIT = 100
 
 Answer = tuple[int, Any]  # (HTTP status, JSON body, pre-encoded JSON bytes, or None)
-
-_get_properties = methodcaller("get", "properties")
-_get_trace = methodcaller("get", "objectWriteTraceId")
-_get_associations = methodcaller("get", "associations")
 
 
 def inputs_of(body: object, limit: int) -> list[Any]:
@@ -152,6 +145,14 @@ def batch_create(store: ObjectStore, body: object) -> Answer:
         isinstance(i, dict) and i.get("associations") for i in inputs
     ):
         return _batch_create_lean(store, inputs, traced, started)
+    fast = fastpath.create_nowait(store, inputs, started)
+    if fast is not None:
+        return 201, fast
+    return create_each(store, inputs, traced, started)
+
+
+def create_each(store: ObjectStore, inputs: list[Any], traced: bool, started: int) -> Answer:
+    """Batch create input by input: the exact errors, 207 or all-or-nothing."""
     pending: dict[tuple[str, str], int] = {}
     plans: list[tuple[dict[str, str], str | None, list[tuple[str, int, int]]]] = []
     errors: list[Any] = []
@@ -182,87 +183,10 @@ def batch_create(store: ObjectStore, body: object) -> Answer:
     return batch_answer(results, errors, 201, started)
 
 
-def json_inner(texts: list[str]) -> list[str]:
-    """Strings -> their JSON encodings without the quotes (the strings themselves when, as
-    usual, nothing needs escaping: one `orjson.dumps` of the list tells)."""
-    encoded = orjson.dumps(texts)
-    if len(encoded) == sum(map(len, texts)) + 3 * len(texts) + (1 if texts else 2):
-        return texts  # pure ASCII, nothing escaped: the JSON text is the string
-    return [orjson.dumps(t).decode()[1:-1] for t in texts]
-
-
-def _json_key(name: str) -> str:
-    return orjson.dumps(name).decode().replace("%", "%%")
-
-
-def _lean_create_nowait(store: ObjectStore, inputs: list[Any], traced: bool,
-                        started: int) -> bytes | None:
-    """The common lean batch, column by column: every input an object with a `properties`
-    object, no associations, each unique property given (a non-empty string) by all inputs
-    or none, no unique value taken. Writes and answers pre-encoded JSON; None (nothing
-    written) sends the batch through the per-input path, which finds the exact errors."""
-    if not inputs or set(map(type, inputs)) != {dict} or any(map(_get_associations, inputs)):
-        return None
-    props = list(map(_get_properties, inputs))
-    if set(map(type, props)) != {dict}:
-        return None
-    n = len(inputs)
-    names: list[str] = []
-    columns: list[list[str]] = []
-    keys: list[list[str]] = []
-    for name, index in store.unique.items():
-        column = list(map(methodcaller("get", name), props))
-        kinds = set(map(type, column))
-        if kinds == {type(None)}:
-            continue
-        if kinds != {str} or not all(column):
-            return None
-        lowered = list(map(str.lower, column))
-        if len(set(lowered)) != n or not index.keys().isdisjoint(lowered):
-            return None
-        names.append(name)
-        columns.append(column)
-        keys.append(lowered)
-    traces: list[str] = list(map(_get_trace, inputs)) if traced else []
-
-    portal = store.portal
-    first = portal.next_id()
-    portal.skip_ids(n - 1)
-    ids = range(first, first + n)
-    ms = now_ms()
-    for name, lowered in zip(names, keys, strict=True):
-        store.unique[name].update(zip(lowered, ids, strict=True))
-    if not names:
-        stored: list[dict[str, str]] = [{} for _ in ids]
-    elif len(names) == 1:
-        stored = [{names[0]: v} for v in columns[0]]
-    else:
-        stored = [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
-    store.records.update(zip(ids, map(Record, ids, stored, repeat(ms)), strict=True))
-    store.order.extend(ids)
-
-    iso = iso_from_ms(ms)
-    template = "".join((  # names are [a-z0-9_], but keep `%` literal whatever they hold
-        '{"id":"%d","properties":{"hs_object_id":"%d"',
-        *(f',{_json_key(name)}:"%s"' for name in names),
-        f',"createdate":"{iso}",{_json_key(store.otype.modified_property)}:"{iso}"}}',
-        f',"createdAt":"{iso}","updatedAt":"{iso}","archived":false',
-        ',"objectWriteTraceId":"%s"}' if traced else "}",
-    ))
-    fields = [ids, ids, *map(json_inner, columns)]
-    if traced:
-        fields.append(json_inner(traces))
-    results = ",".join([template % row for row in zip(*fields, strict=True)])
-    return (
-        f'{{"status":"COMPLETE","results":[{results}],"startedAt":"{iso_from_ms(started)}",'
-        f'"completedAt":"{iso_from_ms(now_ms())}"}}'
-    ).encode()
-
-
 def _batch_create_lean(store: ObjectStore, inputs: list[Any], traced: bool,
                        started: int) -> Answer:
     """Lean mode's hot path: JSON shape and unique keys only, a small answer per record."""
-    fast = _lean_create_nowait(store, inputs, traced, started)
+    fast = fastpath.create_lean_nowait(store, inputs, traced, started)
     if fast is not None:
         return 201, fast
     return lean_create_each(store, inputs, traced, started)

@@ -17,8 +17,10 @@ from engine.sandbox.errors import ApiError, bad_request, conflict, not_found, va
 from engine.sandbox.schemas import ObjectType, PropertyDef, default_object_types
 from engine.sandbox.validate import (
     MAX_STRING_CHARS,
+    ColumnCheck,
     InvalidValue,
     Validator,
+    compile_column_check,
     compile_validator,
     iso_from_ms,
 )
@@ -83,6 +85,7 @@ class ObjectStore:
         self.order: list[int] = []  # ascending ids, archived ones included
         self.unique: dict[str, dict[str, int]] = {}
         self.validators: dict[str, Validator] = {}
+        self.column_checks: dict[str, ColumnCheck] = {}
         self.plain_text: frozenset[str] = frozenset()
         self.defaults: tuple[str, ...] = ()
         self.refresh_schema()
@@ -92,10 +95,15 @@ class ObjectStore:
         return self.otype.type_id
 
     def refresh_schema(self) -> None:
-        """Recompile validators and unique indexes after a property change."""
+        """Recompile validators (per value and per column) and unique indexes after a property
+        change."""
         self.validators = {
             name: compile_validator(prop, self.otype.name)
             for name, prop in self.otype.properties.items()
+        }
+        self.column_checks = {
+            name: check for name, prop in self.otype.properties.items()
+            if (check := compile_column_check(prop, self.otype.name)) is not None
         }
         self.plain_text = frozenset(
             name for name, prop in self.otype.properties.items()

@@ -19,6 +19,7 @@ MAX_STRING_CHARS = 65_536
 DAY_MS = 86_400_000
 
 Validator = Callable[[object, "str | None"], str]
+ColumnCheck = Callable[[list[str]], bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,3 +215,34 @@ def compile_validator(prop: PropertyDef, object_name: str) -> Validator:
         return as_text(value)
 
     return opaque
+
+
+def compile_column_check(prop: PropertyDef, object_name: str) -> ColumnCheck | None:
+    """A whole column of strings at once, for the rules that keep a valid string as it is:
+    True when the property's validator would accept every value and return it unchanged,
+    False when some value fails. None: no column form (the caller runs the validator once
+    per distinct value instead)."""
+    if not prop.writable:
+        return None
+    if prop.type == "string":
+        if object_name == "contacts" and prop.name == "email":
+            match = _EMAIL.match
+
+            def emails(column: list[str]) -> bool:
+                return max(map(len, column), default=0) <= MAX_STRING_CHARS and all(
+                    map(match, filter(None, column))
+                )
+
+            return emails
+
+        def strings(column: list[str]) -> bool:
+            return max(map(len, column), default=0) <= MAX_STRING_CHARS
+
+        return strings
+    if prop.type == "bool":
+        return frozenset({"true", "false", ""}).issuperset
+    if prop.type == "enumeration" and not prop.is_multi:
+        if prop.external_options:
+            return lambda column: True
+        return frozenset({"", *(v for _, v in prop.options)}).issuperset
+    return None
