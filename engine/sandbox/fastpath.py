@@ -26,7 +26,7 @@ from engine.sandbox.validate import InvalidValue, iso_from_ms
 
 _DICT = {dict}
 _STR = {str}
-_get_properties = methodcaller("get", "properties")
+_properties_of = itemgetter("properties")
 _get_trace = methodcaller("get", "objectWriteTraceId")
 _get_associations = methodcaller("get", "associations")
 
@@ -41,28 +41,43 @@ _ABSENT = _Absent()
 _is_given = partial(is_not, _ABSENT)
 
 
-def plain_properties(inputs: list[Any]) -> list[dict[str, Any]] | None:
-    """The `properties` objects of a batch whose inputs are all objects with a `properties`
-    object and no inline associations, each its own object; None for any other batch."""
-    if not inputs or set(map(type, inputs)) != _DICT or any(map(_get_associations, inputs)):
+def plain_inputs(inputs: list[Any]) -> tuple[list[dict[str, Any]], list[Any]] | None:
+    """The `properties` objects and trace ids of a batch whose inputs are all objects with a
+    `properties` object and no inline associations; None for any other batch."""
+    if not inputs or set(map(type, inputs)) != _DICT:
         return None
-    props: list[dict[str, Any]] = list(map(_get_properties, inputs))
-    if set(map(type, props)) != _DICT or len(set(map(id, props))) != len(props):
+    try:
+        props: list[dict[str, Any]] = list(map(_properties_of, inputs))
+    except KeyError:
         return None
-    return props
+    if set(map(type, props)) != _DICT:
+        return None
+    traces = list(map(_get_trace, inputs))
+    sizes = set(map(len, inputs))
+    # Inputs holding `properties` and a trace id, or only `properties`, hold nothing else.
+    if not (sizes == {1} or (sizes == {2} and type(None) not in set(map(type, traces)))) and any(
+        map(_get_associations, inputs)
+    ):
+        return None
+    return props, traces
 
 
 def _columns(props: list[dict[str, Any]]) -> tuple[dict[str, list[Any]], bool]:
     """Property name -> its values across the inputs (`_ABSENT` where an input lacks it),
     and whether every input gives every property (then nothing is `_ABSENT`)."""
-    names = list(dict.fromkeys(chain.from_iterable(props)))
-    if not names:
-        return {}, True
-    if set(map(len, props)) == {len(names)}:
-        if len(names) == 1:
-            return {names[0]: list(map(itemgetter(names[0]), props))}, True
-        rows = list(map(itemgetter(*names), props))
-        return dict(zip(names, map(list, zip(*rows, strict=True)), strict=True)), True
+    first = list(props[0])
+    if set(map(len, props)) == {len(first)}:  # the same names everywhere, or a KeyError
+        if not first:
+            return {}, True
+        try:
+            if len(first) == 1:
+                return {first[0]: list(map(itemgetter(first[0]), props))}, True
+            rows = list(map(itemgetter(*first), props))
+        except KeyError:
+            pass
+        else:
+            return dict(zip(first, map(list, zip(*rows, strict=True)), strict=True)), True
+    names = dict.fromkeys(chain.from_iterable(props))
     return {name: list(map(methodcaller("get", name, _ABSENT), props)) for name in names}, False
 
 
@@ -92,9 +107,10 @@ def _take_ids(store: ObjectStore, n: int) -> range:
 def create_nowait(store: ObjectStore, inputs: list[Any], started: int) -> bytes | None:
     """A validated batch create whose every input is valid, column by column; None (nothing
     written) for any batch the per-input path must look at."""
-    props = plain_properties(inputs)
-    if props is None or store.portal.lean:
+    plain = plain_inputs(inputs)
+    if plain is None or store.portal.lean:
         return None
+    props, traces = plain
     columns, uniform = _columns(props)
     n = len(props)
     validators, column_checks = store.validators, store.column_checks
@@ -180,7 +196,6 @@ def create_nowait(store: ObjectStore, inputs: list[Any], started: int) -> bytes 
 
     results = [{"id": sid, "properties": p, "createdAt": iso, "updatedAt": iso,
                 "archived": False} for sid, p in zip(sids, stored, strict=True)]
-    traces = list(map(_get_trace, inputs))
     for result, trace in zip(results, traces, strict=True):
         if isinstance(trace, str):
             result["objectWriteTraceId"] = trace
@@ -195,41 +210,47 @@ def _is_set(value: object) -> bool:
 # --- lean -----------------------------------------------------------------------------
 
 
-def create_lean_nowait(store: ObjectStore, inputs: list[Any], traced: bool,
-                       started: int) -> bytes | None:
+def create_lean_nowait(store: ObjectStore, inputs: list[Any], started: int) -> bytes | None:
     """The common lean batch, column by column: each unique property given (a non-empty
     string) by all inputs or none, no unique value taken. Writes and answers pre-encoded
-    JSON; None (nothing written) sends the batch through the per-input path."""
-    props = plain_properties(inputs)
-    if props is None:
+    JSON; None (nothing written) sends the batch through the per-input path. Trace ids are
+    echoed when every input has one (a string), as the per-input path does."""
+    plain = plain_inputs(inputs)
+    if plain is None:
         return None
-    n = len(inputs)
+    props, traces = plain
+    n = len(props)
     names: list[str] = []
     columns: list[list[str]] = []
     keys: list[list[str]] = []
     for name, index in store.unique.items():
-        column = list(map(methodcaller("get", name), props))
-        kinds = set(map(type, column))
-        if kinds == {type(None)}:
+        try:
+            column = list(map(itemgetter(name), props))
+        except KeyError:  # some inputs lack it: fine only if none gives it
+            if any(map(methodcaller("get", name), props)):
+                return None
             continue
-        if kinds != _STR or not all(column):
+        if set(map(type, column)) != _STR or not all(column):
             return None
         lowered = list(map(str.lower, column))
+        if lowered == column:
+            lowered = column  # already lower case: the index shares the stored strings
         if len(set(lowered)) != n or not index.keys().isdisjoint(lowered):
             return None
         names.append(name)
         columns.append(column)
         keys.append(lowered)
-    traces: list[str] = list(map(_get_trace, inputs)) if traced else []
+    traced = set(map(type, traces)) == _STR
 
-    ids = _take_ids(store, n)
+    ids = list(_take_ids(store, n))
     ms = now_ms()
     for name, lowered in zip(names, keys, strict=True):
         store.unique[name].update(zip(lowered, ids, strict=True))
     if not names:
         stored: list[dict[str, str]] = [{} for _ in ids]
     elif len(names) == 1:
-        stored = [{names[0]: v} for v in columns[0]]
+        name = names[0]
+        stored = [{name: v} for v in columns[0]]
     else:
         stored = [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
     store.records.update(zip(ids, map(Record, ids, stored, repeat(ms)), strict=True))

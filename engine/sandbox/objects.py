@@ -140,14 +140,14 @@ def _link(store: ObjectStore, rec: Record, links: list[tuple[str, int, int]]) ->
 def batch_create(store: ObjectStore, body: object) -> Answer:
     started = now_ms()
     inputs = inputs_of(body, MAX_BATCH_INPUTS)
-    traced = is_traced(inputs)
-    if store.portal.lean and not any(
-        isinstance(i, dict) and i.get("associations") for i in inputs
-    ):
-        return _batch_create_lean(store, inputs, traced, started)
-    fast = fastpath.create_nowait(store, inputs, started)
+    lean = store.portal.lean
+    fast = (fastpath.create_lean_nowait if lean else fastpath.create_nowait)(
+        store, inputs, started)
     if fast is not None:
         return 201, fast
+    traced = is_traced(inputs)
+    if lean and not any(isinstance(i, dict) and i.get("associations") for i in inputs):
+        return lean_create_each(store, inputs, traced, started)
     return create_each(store, inputs, traced, started)
 
 
@@ -181,15 +181,6 @@ def create_each(store: ObjectStore, inputs: list[Any], traced: bool, started: in
             out["objectWriteTraceId"] = trace_id
         results.append(out)
     return batch_answer(results, errors, 201, started)
-
-
-def _batch_create_lean(store: ObjectStore, inputs: list[Any], traced: bool,
-                       started: int) -> Answer:
-    """Lean mode's hot path: JSON shape and unique keys only, a small answer per record."""
-    fast = fastpath.create_lean_nowait(store, inputs, traced, started)
-    if fast is not None:
-        return 201, fast
-    return lean_create_each(store, inputs, traced, started)
 
 
 def lean_create_each(store: ObjectStore, inputs: list[Any], traced: bool,
