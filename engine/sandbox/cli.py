@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import re
 import signal
 import sys
@@ -88,9 +89,24 @@ async def serve(settings: SandboxSettings) -> None:
             loop.remove_signal_handler(sig)
 
 
+def tune_collector() -> None:
+    """Set this process's cyclic collector for a heap of records.
+
+    Every stored record is one long-lived container; almost everything else a request makes
+    is freed by reference counting. At the default threshold (700 net allocations) the
+    young generation is collected every few batches, and the collections took about a sixth
+    of the CPU of a lean batch create benchmark; at 100,000 there are over a hundred times
+    fewer (cyclic garbage waits longer, which a sandbox can afford). The objects alive after
+    start-up (modules, classes) are frozen out of all collections.
+    """
+    gc.freeze()
+    gc.set_threshold(100_000, *gc.get_threshold()[1:])
+
+
 def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     if settings.host not in ("127.0.0.1", "localhost", "::1"):
         print("hsbulk sandbox: warning: listening beyond loopback", file=sys.stderr)
+    tune_collector()
     asyncio.run(serve(settings))
     return 0
