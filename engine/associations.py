@@ -92,8 +92,14 @@ async def resolve_type(client: HubSpotClient, frm: ObjectType, to: ObjectType,
         body: dict[str, Any] = {"name": _label_name(rule.label), "label": rule.label}
         if rule.inverse_label:
             body["inverseLabel"] = rule.inverse_label
-        await client.post_json(_path(frm, to, "labels"), body)
-        log.info("created association label %r between %s and %s", rule.label, frm, to)
+        try:
+            await client.post_json(_path(frm, to, "labels"), body)
+            log.info("created association label %r between %s and %s", rule.label, frm, to)
+        except ApiError as exc:
+            # An earlier attempt whose answer was lost, or another client, may have created
+            # it in the meantime: HubSpot then refuses the name. Any other refusal stands.
+            if exc.status not in (400, 409) or "already exists" not in exc.message:
+                raise
         found = _by_label(await _labels(client, frm, to), wanted)
     if found is None:
         raise ConfigError(f"no association label {rule.label!r} between {frm} and {to} "

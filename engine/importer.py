@@ -155,7 +155,7 @@ class Journal:
     `flush_s` on their own.
     """
 
-    def __init__(self, checkpoint: SqliteCheckpoint, *, flush_s: float = 0.5,
+    def __init__(self, checkpoint: SqliteCheckpoint, *, flush_s: float = 0.25,
                  defer_max: int = 64) -> None:
         self.checkpoint = checkpoint
         self.flush_s = flush_s

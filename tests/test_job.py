@@ -176,3 +176,45 @@ source = "a.csv"
     assert [s.name for s in job.steps] == ["people", "deals"]
     assert job.steps[0].spec.object_type.name == "contacts"
     assert job.steps[1].spec.mapping.reserved == {"Email"}
+
+
+async def test_a_label_whose_creation_answer_was_lost_is_found_not_refused():
+    """The label's create lands but its answer is lost; the retry hears "already exists".
+    The label is then read back and used, never reported as an error."""
+    from engine.associations import AssociationRule, resolve_type
+    from engine.client import HubSpotClient
+    from engine.config import ClientSettings, Secret
+    from engine.errors import ConnectError
+    from engine.sandbox import SandboxSettings, running_sandbox
+    from engine.schema import canonical_object
+
+    class LosesFirstLabelAnswer:
+        def __init__(self, inner):
+            self.inner, self.lost = inner, 0
+
+        async def send(self, request):
+            answer = await self.inner.send(request)
+            if request.method == "POST" and request.url.endswith("/labels") and not self.lost:
+                self.lost += 1
+                raise ConnectError("connection reset after the request was carried out")
+            return answer
+
+        async def aclose(self):
+            await self.inner.aclose()
+
+    deals, contacts = canonical_object("deals"), canonical_object("contacts")
+    rule = AssociationRule("contacts", contacts, "Buyer Email", "email", label="Champion",
+                           create_label=True, inverse_label="Champion of")
+    async with running_sandbox(SandboxSettings(rate_requests=0)) as sandbox:
+        settings = ClientSettings(sandbox.base_url, Secret(sandbox.token), rate=None,
+                                  search_rate=None)
+        async with HubSpotClient(settings) as client:
+            client.transport = LosesFirstLabelAnswer(client.transport)
+            kind = await resolve_type(client, deals, contacts, rule)
+            assert client.transport.lost == 1
+            assert client.stats.statuses[400] == 1  # the retry was refused by name
+            assert await resolve_type(client, deals, contacts, rule) == kind
+            listed = (await client.get_json("/crm/v4/associations/deals/contacts/labels"))
+    assert kind is not None and kind.category == "USER_DEFINED"
+    champion = [r for r in listed["results"] if r.get("label") == "Champion"]
+    assert [r["typeId"] for r in champion] == [kind.type_id]  # created once
