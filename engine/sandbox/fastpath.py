@@ -94,11 +94,22 @@ def _json_key(name: str) -> str:
     return orjson.dumps(name).decode()
 
 
-def _take_ids(store: ObjectStore, n: int) -> range:
-    portal = store.portal
-    first = portal.next_id()
-    portal.skip_ids(n - 1)
-    return range(first, first + n)
+def _index_nowait(index: dict[str, int], keys: list[str], ids: list[int]) -> bool:
+    """Add keys -> ids to a unique index in one pass; if a key is taken (or given twice),
+    take back what this call added and answer False."""
+    held = list(map(index.setdefault, keys, ids))
+    if held == ids:
+        return True
+    for key, holder, rid in zip(keys, held, ids, strict=True):
+        if holder == rid:
+            del index[key]
+    return False
+
+
+def _unindex(added: list[tuple[dict[str, int], list[str]]]) -> None:
+    for index, keys in added:
+        for key in keys:
+            del index[key]
 
 
 # --- validated ------------------------------------------------------------------------
@@ -156,21 +167,24 @@ def create_nowait(store: ObjectStore, inputs: list[Any], started: int) -> bytes 
         given_rows = zip(*(map(_is_set, stored_column(name)) for name in required), strict=True)
         if not all(map(any, given_rows)):
             return None
-    unique_keys: list[tuple[dict[str, int], list[str], list[int] | None]] = []
+    portal = store.portal
+    ids = portal.upcoming_ids(n)
+    added: list[tuple[dict[str, int], list[str]]] = []
     for name, index in store.unique.items():
         if name not in columns:
             continue
         values = stored_column(name)
         if name in full:
-            keys, rows = list(map(str.lower, values)), None
+            keys, holders = list(map(str.lower, values)), ids
         else:
             rows = [i for i, v in enumerate(values) if v is not _ABSENT and v]
-            keys = [values[i].lower() for i in rows]
-        if len(set(keys)) != len(keys) or not index.keys().isdisjoint(keys):
+            keys, holders = [values[i].lower() for i in rows], [ids[i] for i in rows]
+        if not _index_nowait(index, keys, holders):
+            _unindex(added)
             return None
-        unique_keys.append((index, keys, rows))
+        added.append((index, keys))
 
-    ids = _take_ids(store, n)
+    portal.take_ids(n)
     sids = list(map(str, ids))
     ms = now_ms()
     iso = iso_from_ms(ms)
@@ -191,8 +205,6 @@ def create_nowait(store: ObjectStore, inputs: list[Any], started: int) -> bytes 
         p[modified] = iso
     store.records.update(zip(ids, map(Record, ids, stored, repeat(ms)), strict=True))
     store.order.extend(ids)
-    for index, keys, rows in unique_keys:
-        index.update(zip(keys, ids if rows is None else [ids[i] for i in rows], strict=True))
 
     results = [{"id": sid, "properties": p, "createdAt": iso, "updatedAt": iso,
                 "archived": False} for sid, p in zip(sids, stored, strict=True)]
@@ -220,32 +232,34 @@ def create_lean_nowait(store: ObjectStore, inputs: list[Any], started: int) -> b
         return None
     props, traces = plain
     n = len(props)
+    portal = store.portal
+    ids = portal.upcoming_ids(n)
     names: list[str] = []
     columns: list[list[str]] = []
-    keys: list[list[str]] = []
+    added: list[tuple[dict[str, int], list[str]]] = []
     for name, index in store.unique.items():
         try:
             column = list(map(itemgetter(name), props))
         except KeyError:  # some inputs lack it: fine only if none gives it
             if any(map(methodcaller("get", name), props)):
+                _unindex(added)
                 return None
             continue
         if set(map(type, column)) != _STR or not all(column):
+            _unindex(added)
             return None
-        lowered = list(map(str.lower, column))
-        if lowered == column:
-            lowered = column  # already lower case: the index shares the stored strings
-        if len(set(lowered)) != n or not index.keys().isdisjoint(lowered):
+        keys = list(map(str.lower, column))
+        if keys == column:
+            keys = column  # already lower case: the index shares the stored strings
+        if not _index_nowait(index, keys, ids):
+            _unindex(added)
             return None
+        added.append((index, keys))
         names.append(name)
         columns.append(column)
-        keys.append(lowered)
-    traced = set(map(type, traces)) == _STR
 
-    ids = list(_take_ids(store, n))
+    portal.take_ids(n)
     ms = now_ms()
-    for name, lowered in zip(names, keys, strict=True):
-        store.unique[name].update(zip(lowered, ids, strict=True))
     if not names:
         stored: list[dict[str, str]] = [{} for _ in ids]
     elif len(names) == 1:
@@ -260,19 +274,18 @@ def create_lean_nowait(store: ObjectStore, inputs: list[Any], started: int) -> b
     # one join over the interleaved pieces.
     iso = iso_from_ms(ms)
     sids = list(map(str, ids))
-    pieces: list[Any] = [repeat('{"id":"'), sids, repeat('","properties":{"hs_object_id":"'),
+    pieces: list[Any] = [repeat(',{"id":"'), sids, repeat('","properties":{"hs_object_id":"'),
                          sids]
     for name, column in zip(names, columns, strict=True):
         pieces += [repeat(f'",{_json_key(name)}:"'), json_inner(column)]
     tail = (f'","createdate":"{iso}",{_json_key(store.otype.modified_property)}:"{iso}"}},'
             f'"createdAt":"{iso}","updatedAt":"{iso}","archived":false')
-    if traced:
-        pieces += [repeat(tail + ',"objectWriteTraceId":"'), json_inner(traces),
-                   repeat('"},')]
+    if set(map(type, traces)) == _STR:
+        pieces += [repeat(tail + ',"objectWriteTraceId":"'), json_inner(traces), repeat('"}')]
     else:
-        pieces.append(repeat(tail + "},"))
-    results = "".join(chain.from_iterable(zip(*pieces, strict=False)))[:-1]  # repeat() is endless
-    return (
-        f'{{"status":"COMPLETE","results":[{results}],"startedAt":"{iso_from_ms(started)}",'
-        f'"completedAt":"{iso_from_ms(now_ms())}"}}'
-    ).encode()
+        pieces.append(repeat(tail + "}"))
+    results = chain.from_iterable(zip(*pieces, strict=False))  # repeat() is endless
+    next(results)  # the first result's leading comma goes with the head
+    head = '{"status":"COMPLETE","results":[{"id":"'
+    end = f'],"startedAt":"{iso_from_ms(started)}","completedAt":"{iso_from_ms(now_ms())}"}}'
+    return "".join(chain((head,), results, (end,))).encode()

@@ -353,8 +353,12 @@ class Portal:
         self._next_record_id = rid + 1
         return rid
 
-    def skip_ids(self, count: int) -> None:
-        """Take `count` more ids after the one `next_id` just gave (a batch's ids in a row)."""
+    def upcoming_ids(self, count: int) -> list[int]:
+        """The next `count` ids `next_id` will give, without taking them."""
+        return list(range(self._next_record_id, self._next_record_id + count))
+
+    def take_ids(self, count: int) -> None:
+        """Take the next `count` ids at once (those `upcoming_ids` showed)."""
         self._next_record_id += count
 
     def add_type(self, otype: ObjectType) -> ObjectStore:

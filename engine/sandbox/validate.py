@@ -52,11 +52,16 @@ def as_text(value: object) -> str:
     return str(value)
 
 
-@functools.lru_cache(maxsize=8192)
 def iso_from_ms(ms: int) -> str:
     """Epoch milliseconds -> `YYYY-MM-DDThh:mm:ss.sssZ`."""
-    dt = datetime.fromtimestamp(ms / 1000, tz=UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+    seconds, millis = divmod(ms, 1000)
+    return f"{_iso_second(seconds)}.{millis:03d}Z"
+
+
+@functools.lru_cache(maxsize=8192)
+def _iso_second(seconds: int) -> str:
+    """The date and time of a whole epoch second (the server stamps the current one)."""
+    return datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def parse_datetime_ms(text: str) -> int | None:
