@@ -68,6 +68,10 @@ log = logging.getLogger("hsbulk.export")
 
 Format = Literal["parquet", "csv"]
 LIST_PAGE = 100
+# HubSpot refuses list URLs past about 8 KB (414 URI Too Long) and a portal's objects carry
+# hundreds of properties: past this many characters of names the list cursor asks for ids
+# only and reads the properties of each page by batch read (names in the body).
+LIST_URL_PROPERTIES_MAX = 6_000
 SEARCH_PAGE = 200
 ASSOCIATION_READ_INPUTS = 1_000
 MANIFEST = "_manifest.json"
@@ -429,6 +433,14 @@ EdgeItem = tuple[int, list[int], dict[str, list[EdgeRow]] | None]  # part, ids, 
 
 
 @dataclass(slots=True)
+class _Page:
+    """One list page; `ready` (when set) is the wait for its properties' batch read."""
+
+    data: dict[str, Any]
+    ready: anyio.Event | None = None
+
+
+@dataclass(slots=True)
 class _Buffer:
     """Records read but not yet written, and the edges of those records read ahead."""
 
@@ -708,7 +720,7 @@ class _Export:
     async def list_reader(self, r: _Range) -> None:
         """The list cursor: one page ahead in flight while the last one is decoded, so the
         sequential cursor runs at the speed of the network alone."""
-        pages, receive = anyio.create_memory_object_stream[dict[str, Any]](1)
+        pages, receive = anyio.create_memory_object_stream[_Page](1)
         with receive:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._list_pages, r.after, pages)
@@ -720,32 +732,56 @@ class _Export:
         self.planner.finished(r)
 
     async def _list_pages(self, after: str | None,
-                          pages: anyio.abc.ObjectSendStream[dict[str, Any]]) -> None:
+                          pages: anyio.abc.ObjectSendStream[_Page]) -> None:
         path = f"/crm/v3/objects/{self.obj.path_name}"
         props = ",".join(self.names)
-        async with pages:
+        wide = len(props) > LIST_URL_PROPERTIES_MAX
+        archived = "true" if self.spec.archived else "false"
+        async with pages, anyio.create_task_group() as reads:
             while True:
-                params: dict[str, str | int] = {"limit": LIST_PAGE, "properties": props,
-                                                "archived": "true" if self.spec.archived
-                                                else "false"}
+                params: dict[str, str | int] = {
+                    "limit": LIST_PAGE, "properties": "hs_object_id" if wide else props,
+                    "archived": archived}
                 if after is not None:
                     params["after"] = after
                 data = await self.client.get_json(path, params)
                 self.list_calls += 1
-                await pages.send(data)
+                page = _Page(data)
+                if wide:
+                    page.ready = anyio.Event()
+                    reads.start_soon(self._read_page_properties, page)
+                await pages.send(page)
                 after = ((data.get("paging") or {}).get("next") or {}).get("after")
                 if after is None:
                     return
                 after = str(after)
 
+    async def _read_page_properties(self, page: _Page) -> None:
+        """Replace a page of bare ids by the same records, in the same order, with every
+        property (a record archived in between is left out, as a later list would)."""
+        assert page.ready is not None
+        ids = [str(r["id"]) for r in page.data.get("results") or ()]
+        if ids:
+            body = orjson.dumps({"properties": self.names, "inputs": [{"id": i} for i in ids]})
+            answer = await self.client.request(
+                "POST", f"/crm/v3/objects/{self.obj.path_name}/batch/read", body=body,
+                params={"archived": "true"} if self.spec.archived else None)
+            self.list_calls += 1
+            found = {str(r["id"]): r for r in (answer.json() or {}).get("results") or ()}
+            page.data["results"] = [found[i] for i in ids if i in found]
+        page.ready.set()
+
     async def _read_list_pages(self, r: _Range,
-                               pages: anyio.abc.ObjectReceiveStream[dict[str, Any]]) -> None:
+                               pages: anyio.abc.ObjectReceiveStream[_Page]) -> None:
         assert self.planner is not None
         buffer = _Buffer()
         last_seen = r.cursor if r.cursor is not None else -1
         done = False
         while not done:
-            data = await pages.receive()
+            page = await pages.receive()
+            if page.ready is not None:
+                await page.ready.wait()
+            data = page.data
             results: list[dict[str, Any]] = data.get("results") or []
             ids = [int(x["id"]) for x in results]
             if (r.ordered and any(i <= last_seen for i in ids)) or any(
