@@ -27,6 +27,7 @@ from engine.sandbox.validate import InvalidValue, iso_from_ms
 _DICT = {dict}
 _STR = {str}
 _properties_of = itemgetter("properties")
+_trace_of = itemgetter("objectWriteTraceId")
 _get_trace = methodcaller("get", "objectWriteTraceId")
 _get_associations = methodcaller("get", "associations")
 
@@ -52,12 +53,17 @@ def plain_inputs(inputs: list[Any]) -> tuple[list[dict[str, Any]], list[Any]] | 
         return None
     if set(map(type, props)) != _DICT:
         return None
-    traces = list(map(_get_trace, inputs))
     sizes = set(map(len, inputs))
-    # Inputs holding `properties` and a trace id, or only `properties`, hold nothing else.
-    if not (sizes == {1} or (sizes == {2} and type(None) not in set(map(type, traces)))) and any(
-        map(_get_associations, inputs)
-    ):
+    if sizes == {1}:  # `properties` only
+        return props, [None] * len(props)
+    try:
+        traces = list(map(_trace_of, inputs))
+    except KeyError:
+        traces = list(map(_get_trace, inputs))
+    else:
+        if sizes == {2}:  # `properties` and `objectWriteTraceId` only
+            return props, traces
+    if any(map(_get_associations, inputs)):
         return None
     return props, traces
 
