@@ -212,11 +212,16 @@ def create_nowait(store: ObjectStore, inputs: list[Any], started: int) -> bytes 
     store.records.update(zip(ids, map(Record, ids, stored, repeat(ms)), strict=True))
     store.order.extend(ids)
 
-    results = [{"id": sid, "properties": p, "createdAt": iso, "updatedAt": iso,
-                "archived": False} for sid, p in zip(sids, stored, strict=True)]
-    for result, trace in zip(results, traces, strict=True):
-        if isinstance(trace, str):
-            result["objectWriteTraceId"] = trace
+    if set(map(type, traces)) == _STR:
+        results = [{"id": sid, "properties": p, "createdAt": iso, "updatedAt": iso,
+                    "archived": False, "objectWriteTraceId": trace}
+                   for sid, p, trace in zip(sids, stored, traces, strict=True)]
+    else:  # some or all inputs without a trace id
+        results = [{"id": sid, "properties": p, "createdAt": iso, "updatedAt": iso,
+                    "archived": False} for sid, p in zip(sids, stored, strict=True)]
+        for result, trace in zip(results, traces, strict=True):
+            if isinstance(trace, str):
+                result["objectWriteTraceId"] = trace
     return orjson.dumps({"status": "COMPLETE", "results": results,
                          "startedAt": iso_from_ms(started), "completedAt": iso_from_ms(now_ms())})
 
