@@ -109,6 +109,7 @@ LEAN_CASES = {
          "objectWriteTraceId": "</script>"},
     ]],
     "empty properties": [[{"properties": {}}, {"properties": {}}]],
+    "one input object three times": [[{"properties": {"firstname": "Same"}}] * 3],
 }
 
 
@@ -237,6 +238,7 @@ VALIDATED_CASES = {
         {"properties": {"lastname": "L", "email": ""}},
     ]],
     "some inputs traced": [[bench_contact(1), bench_contact(2, trace=False)]],
+    "one input object three times": [[{"properties": {"firstname": "Same"}}] * 3],
     "escapes and unicode": [[
         {"properties": {"email": "ü@exämple.com", "firstname": 'q"\\\n\u2028', "city": "✓"},
          "objectWriteTraceId": '"%s'},
