@@ -151,6 +151,15 @@ def batch_create(store: ObjectStore, body: object) -> Answer:
     return create_each(store, inputs, traced, started)
 
 
+def batch_create_raw(store: ObjectStore, raw: bytes) -> Answer | None:
+    """Lean mode's plain batch create from the request bytes, without decoding all of them;
+    None: decode the request and call `batch_create`."""
+    if not store.portal.lean:
+        return None
+    fast = fastpath.create_lean_raw(store, raw, now_ms(), MAX_BATCH_INPUTS)
+    return None if fast is None else (201, fast)
+
+
 def create_each(store: ObjectStore, inputs: list[Any], traced: bool, started: int) -> Answer:
     """Batch create input by input: the exact errors, 207 or all-or-nothing."""
     pending: dict[tuple[str, str], int] = {}

@@ -114,7 +114,13 @@ def _drop_connection(request: web.Request) -> web.Response:
     return web.Response(status=499)
 
 
-def api(work: Work, is_search: bool = False) -> Callable[[web.Request], Awaitable[web.Response]]:
+RawWork = Callable[[State, web.Request, bytes], Answer | None]
+
+
+def api(work: Work, is_search: bool = False, raw_work: RawWork | None = None
+        ) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """A HubSpot API route: auth, limits and faults, then `work` on the decoded body.
+    `raw_work` may answer from the body's bytes first (None: decode and call `work`)."""
     async def handler(request: web.Request) -> web.Response:
         state = request.app[STATE]
         stats = state.stats
@@ -146,12 +152,15 @@ def api(work: Work, is_search: bool = False) -> Callable[[web.Request], Awaitabl
             body: Any = None
             if request.method in ("POST", "PATCH", "PUT") and request.can_read_body:
                 raw = await request.read()
-                if raw:
+                answer = raw_work(state, request, raw) if raw_work and raw else None
+                if answer is None and raw:
                     try:
                         body = orjson.loads(raw)
                     except orjson.JSONDecodeError as exc:
                         raise bad_request(f"Invalid input JSON: {exc}") from None
-            status, payload = work(state, request, body)
+            else:
+                answer = None
+            status, payload = work(state, request, body) if answer is None else answer
         except ApiError as exc:
             status, payload = exc.status, exc.body
         if lost:
@@ -183,6 +192,12 @@ def _batch(state: State, request: web.Request, body: Any) -> Answer:
     if op == "archive":
         return objects.batch_archive(store, body)
     raise ApiError(404, error_body(f"Unknown batch operation {op}", "OBJECT_NOT_FOUND"))
+
+
+def _batch_raw(state: State, request: web.Request, raw: bytes) -> Answer | None:
+    if not state.portal.lean or request.match_info["op"] != "create":
+        return None
+    return objects.batch_create_raw(_store(state, request), raw)
 
 
 def _search(state: State, request: web.Request, body: Any) -> Answer:
@@ -346,7 +361,7 @@ def build_app(state: State) -> web.Application:
     app[STATE] = state
     r = app.router
     objs = "/crm/v3/objects/{type}"
-    r.add_post(objs + "/batch/{op}", api(_batch))
+    r.add_post(objs + "/batch/{op}", api(_batch, raw_work=_batch_raw))
     r.add_post(objs + "/search", api(_search, is_search=True))
     r.add_get(objs, api(_list))
     r.add_post(objs, api(_create))

@@ -70,17 +70,20 @@ def held(state: State) -> dict[str, Any]:
     }
 
 
-def lean_both(batches: list[list[Any]]) -> tuple[list[tuple[int, Any]], list[tuple[int, Any]],
-                                                  State, State]:
+def lean_both(batches: list[list[Any]], raw: bool = False
+              ) -> tuple[list[tuple[int, Any]], list[tuple[int, Any]], State, State]:
     """Send the batches through batch_create (fast path first) and through the per-input lean
-    path on two fresh lean sandboxes."""
+    path on two fresh lean sandboxes. `raw`: as the server does, first from the request's
+    bytes (`batch_create_raw`), then decoded."""
     fast_state, each_state = fresh(True), fresh(True)
     fast_store, each_store = (s.portal.store("contacts") for s in (fast_state, each_state))
     fast_out, each_out = [], []
     for inputs in batches:
         body = {"inputs": inputs}
         traced = objects.is_traced(inputs)
-        fast_out.append(outcome(lambda b=body: objects.batch_create(fast_store, b)))
+        fast_out.append(outcome(
+            lambda b=body: (raw and objects.batch_create_raw(fast_store, orjson.dumps(b)))
+            or objects.batch_create(fast_store, b)))
         each_out.append(outcome(
             lambda i=inputs, t=traced: objects.lean_create_each(each_store, i, t, FIXED_MS)
         ))
@@ -110,13 +113,23 @@ LEAN_CASES = {
     ]],
     "empty properties": [[{"properties": {}}, {"properties": {}}]],
     "one input object three times": [[{"properties": {"firstname": "Same"}}] * 3],
+    "a trace id that is not a string": [[{**contact(1, False), "objectWriteTraceId": 5},
+                                         contact(2, True)]],
+    "empty inline associations": [[{**contact(1, True), "associations": []}]],
+    "mixed case unique values": [[contact(n, True, email=f"Mixed.{n}@Example.COM")
+                                  for n in range(5)]],
+    "a unique value holding a line break": [[contact(1, True, email="Line\nBreak@X.io"),
+                                             contact(2, True, email="Two@X.io")]],
+    "keys the lean path does not read": [[{**contact(1, True), "idProperty": "email",
+                                           "extra": {"deep": [1, 2]}}]],
 }
 
 
+@pytest.mark.parametrize("raw", [False, True], ids=["decoded", "from bytes"])
 @pytest.mark.parametrize("batches", LEAN_CASES.values(), ids=LEAN_CASES.keys())
-def test_lean_fast_path_answers_and_stores_what_the_per_input_path_does(batches):
+def test_lean_fast_path_answers_and_stores_what_the_per_input_path_does(batches, raw):
     FAST.clear()
-    fast_out, each_out, fast_state, each_state = lean_both(batches)
+    fast_out, each_out, fast_state, each_state = lean_both(batches, raw)
     assert FAST[::2] == [True] * len(batches)
     assert fast_out == each_out
     assert held(fast_state) == held(each_state)
@@ -140,16 +153,18 @@ DECLINED = {
                                                "objectWriteTraceId": "t"}]],
     "empty unique value": [[contact(1, True), contact(2, True, email="")]],
     "number as unique value": [[contact(1, True, member_code=7), contact(2, True)]],
+    "null as unique value": [[contact(1, True, email=None), contact(2, True)]],
     "properties not an object": [[contact(1, True),
                                   {"properties": ["x"], "objectWriteTraceId": "t"}]],
     "input not an object": [[contact(1, False), "nope"]],
 }
 
 
+@pytest.mark.parametrize("raw", [False, True], ids=["decoded", "from bytes"])
 @pytest.mark.parametrize("batches", DECLINED.values(), ids=DECLINED.keys())
-def test_batches_the_lean_fast_path_declines_get_the_per_input_answers(batches):
+def test_batches_the_lean_fast_path_declines_get_the_per_input_answers(batches, raw):
     FAST.clear()
-    fast_out, each_out, fast_state, each_state = lean_both(batches)
+    fast_out, each_out, fast_state, each_state = lean_both(batches, raw)
     assert fast_out == each_out
     assert held(fast_state) == held(each_state)
     assert not FAST[-2], "the last batch should have gone input by input"
@@ -168,9 +183,9 @@ inputs_strategy = st.lists(
 
 @settings(max_examples=300, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(batches=st.lists(inputs_strategy, min_size=1, max_size=3))
-def test_lean_fast_path_agrees_with_the_per_input_path_on_any_batch(batches):
-    fast_out, each_out, fast_state, each_state = lean_both(batches)
+@given(batches=st.lists(inputs_strategy, min_size=1, max_size=3), raw=st.booleans())
+def test_lean_fast_path_agrees_with_the_per_input_path_on_any_batch(batches, raw):
+    fast_out, each_out, fast_state, each_state = lean_both(batches, raw)
     assert fast_out == each_out
     assert held(fast_state) == held(each_state)
 
@@ -333,3 +348,31 @@ def test_validated_fast_path_agrees_with_the_per_input_path_on_any_batch(batches
     fast_out, each_out, fast_state, each_state = validated_both(batches)
     assert fast_out == each_out
     assert held(fast_state) == held(each_state)
+
+
+def test_lean_records_written_by_the_fast_path_read_update_and_archive_like_any():
+    """The fast path stores lean records whose property dict is made on first use: updates,
+    upserts, reads and archives must see and keep their values as with any record."""
+    state = fresh(True)
+    store = state.portal.store("contacts")
+    status, payload = objects.batch_create(store, {"inputs": [contact(n, True)
+                                                              for n in range(3)]})
+    assert status == 201 and isinstance(payload, bytes)
+    ids = [r["id"] for r in orjson.loads(payload)["results"]]
+    status, _ = objects.batch_update(store, {"inputs": [
+        {"id": ids[0], "properties": {"email": "renamed@example.com"}}]})
+    assert status == 200
+    status, _ = objects.batch_upsert(store, {"inputs": [
+        {"id": "p1@example.com", "idProperty": "email", "properties": {"member_code": "M-1"}}]})
+    assert status == 200
+    status, _ = objects.batch_archive(store, {"inputs": [{"id": ids[2]}]})
+    assert status == 204
+    dump = {r["id"]: r["properties"] for r in records_dump(state, "contacts")}
+    assert dump == {ids[0]: {"email": "renamed@example.com"},
+                    ids[1]: {"email": "p1@example.com", "member_code": "M-1"}}
+    assert store.unique["email"] == {"renamed@example.com": int(ids[0]),
+                                     "p1@example.com": int(ids[1])}
+    status, read = objects.batch_read(store, {"idProperty": "email", "properties": ["email"],
+                                              "inputs": [{"id": "RENAMED@example.com"}]},
+                                      False)
+    assert status == 200 and read["results"][0]["id"] == ids[0]

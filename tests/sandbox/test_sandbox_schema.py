@@ -113,6 +113,9 @@ async def test_lean_mode_keeps_ids_and_unique_keys_only():
         async with s.post(url, json={"inputs": [{"properties": {"email": "L0@example.com"}}]},
                           headers=headers) as resp:
             assert resp.status == 409
+        async with s.post(url, data=b'{"inputs": [{"properties": {', headers=headers) as resp:
+            assert resp.status == 400
+            assert (await resp.json())["message"].startswith("Invalid input JSON")
         read = sandbox.base_url + "/crm/v3/objects/contacts/batch/read"
         async with s.post(read, json={"inputs": [{"id": "l5@example.com"}],
                                       "idProperty": "email"}, headers=headers) as resp:
