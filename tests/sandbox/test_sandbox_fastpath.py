@@ -70,12 +70,15 @@ def held(state: State) -> dict[str, Any]:
     }
 
 
-def lean_both(batches: list[list[Any]], raw: bool = False
-              ) -> tuple[list[tuple[int, Any]], list[tuple[int, Any]], State, State]:
-    """Send the batches through batch_create (fast path first) and through the per-input lean
-    path on two fresh lean sandboxes. `raw`: as the server does, first from the request's
-    bytes (`batch_create_raw`), then decoded."""
-    fast_state, each_state = fresh(True), fresh(True)
+Outcomes = tuple[list[tuple[int, Any]], list[tuple[int, Any]], State, State]
+
+
+def both(batches: list[list[Any]], lean: bool, raw: bool = False) -> Outcomes:
+    """Send the batches through batch_create (fast path first) and through the per-input
+    path on two fresh sandboxes. `raw`: as the server does, first from the request's bytes
+    (`batch_create_raw`), then decoded."""
+    each_path = objects.lean_create_each if lean else objects.create_each
+    fast_state, each_state = fresh(lean), fresh(lean)
     fast_store, each_store = (s.portal.store("contacts") for s in (fast_state, each_state))
     fast_out, each_out = [], []
     for inputs in batches:
@@ -85,9 +88,12 @@ def lean_both(batches: list[list[Any]], raw: bool = False
             lambda b=body: (raw and objects.batch_create_raw(fast_store, orjson.dumps(b)))
             or objects.batch_create(fast_store, b)))
         each_out.append(outcome(
-            lambda i=inputs, t=traced: objects.lean_create_each(each_store, i, t, FIXED_MS)
-        ))
+            lambda i=inputs, t=traced: each_path(each_store, i, t, FIXED_MS)))
     return fast_out, each_out, fast_state, each_state
+
+
+def lean_both(batches: list[list[Any]], raw: bool = False) -> Outcomes:
+    return both(batches, True, raw)
 
 
 def contact(n: int, trace: bool, **extra: Any) -> dict[str, Any]:
@@ -193,20 +199,8 @@ def test_lean_fast_path_agrees_with_the_per_input_path_on_any_batch(batches, raw
 # --- validated ----------------------------------------------------------------------------
 
 
-def validated_both(batches: list[list[Any]]) -> tuple[list[tuple[int, Any]],
-                                                       list[tuple[int, Any]], State, State]:
-    """The batches through batch_create (fast path first) and through the per-input path."""
-    fast_state, each_state = fresh(False), fresh(False)
-    fast_store, each_store = (s.portal.store("contacts") for s in (fast_state, each_state))
-    fast_out, each_out = [], []
-    for inputs in batches:
-        body = {"inputs": inputs}
-        traced = objects.is_traced(inputs)
-        fast_out.append(outcome(lambda b=body: objects.batch_create(fast_store, b)))
-        each_out.append(outcome(
-            lambda i=inputs, t=traced: objects.create_each(each_store, i, t, FIXED_MS)
-        ))
-    return fast_out, each_out, fast_state, each_state
+def validated_both(batches: list[list[Any]]) -> Outcomes:
+    return both(batches, False)
 
 
 def bench_contact(n: int, trace: bool = True) -> dict[str, Any]:
