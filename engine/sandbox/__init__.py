@@ -16,7 +16,14 @@ from typing import Any
 
 from aiohttp import web
 
-from engine.sandbox.server import State, audit_report, build_app, edges_dump, records_dump
+from engine.sandbox.server import (
+    MAX_REQUEST_LINE,
+    State,
+    audit_report,
+    build_app,
+    edges_dump,
+    records_dump,
+)
 from engine.sandbox.settings import DEFAULT_TOKEN, SandboxSettings
 
 __all__ = ["DEFAULT_TOKEN", "Sandbox", "SandboxSettings", "running_sandbox"]
@@ -70,7 +77,10 @@ async def running_sandbox(settings: SandboxSettings | None = None) -> AsyncItera
     """Serve a sandbox on loopback in this event loop (port 0 = a free port)."""
     settings = settings or SandboxSettings()
     state = State(settings)
-    runner = web.AppRunner(build_app(state), access_log=None, handle_signals=False)
+    # Request lines past aiohttp's default 8 KB are read, so that the API answers an
+    # over-long URL as HubSpot does (414), not with aiohttp's 400.
+    runner = web.AppRunner(build_app(state), access_log=None, handle_signals=False,
+                           max_line_size=MAX_REQUEST_LINE)
     await runner.setup()
     try:
         site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)

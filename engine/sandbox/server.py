@@ -117,6 +117,12 @@ def _drop_connection(request: web.Request) -> web.Response:
 RawWork = Callable[[State, web.Request, bytes], Answer | None]
 
 
+URL_LIMIT = 8_000  # characters; HubSpot refuses longer URLs with 414 (list `properties`)
+MAX_REQUEST_LINE = 64 * 1024  # what the server reads before giving up on a request line
+HTML_414 = b"<html><head><title>414 Request-URI Too Large</title></head><body><center>" \
+    b"<h1>414 Request-URI Too Large</h1></center></body></html>"
+
+
 def api(work: Work, is_search: bool = False, raw_work: RawWork | None = None
         ) -> Callable[[web.Request], Awaitable[web.Response]]:
     """A HubSpot API route: auth, limits and faults, then `work` on the decoded body.
@@ -125,6 +131,9 @@ def api(work: Work, is_search: bool = False, raw_work: RawWork | None = None
         state = request.app[STATE]
         stats = state.stats
         stats.requests += 1
+        if len(request.raw_path) > URL_LIMIT:
+            stats.statuses[414] += 1
+            return web.Response(body=HTML_414, status=414, content_type="text/html")
         auth = request.headers.get("Authorization", "")
         token = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
         if token not in state.tokens:
