@@ -387,7 +387,7 @@ class Planner:
             return 0
         size = min(self.chunk_ids, max(floor, share), remaining // 2)
         # Whole search pages: a piece's last page is then full too (ids are dense).
-        return max(self.page_ids, size - size % self.page_ids) if size > self.page_ids else size
+        return size - size % self.page_ids if size > self.page_ids else size
 
     def take_list_range(self) -> _Range | None:
         for r in self.ranges:

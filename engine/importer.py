@@ -160,7 +160,6 @@ class Journal:
         self.checkpoint = checkpoint
         self.flush_s = flush_s
         self.defer_max = defer_max
-        self.commits = 0
         self._pending: list[tuple[Transition, anyio.Event]] = []
         self._deferred: list[Transition] = []
         self._wake = anyio.Event()
@@ -201,7 +200,6 @@ class Journal:
                         await anyio.to_thread.run_sync(
                             self.checkpoint.apply, deferred + [t for t, _ in group],
                             limiter=self._thread)
-                    self.commits += 1
                 except Exception as exc:  # the journal is broken: nothing may be sent now
                     self._failure = exc
                 for _, done in group:

@@ -197,7 +197,7 @@ def create_nowait(store: ObjectStore, inputs: list[Any], started: int) -> bytes 
             continue
         values = stored_column(name)
         if name in full:
-            keys, holders = list(map(str.lower, values)), ids
+            keys, holders = _lowered(values), ids
         else:
             rows = [i for i, v in enumerate(values) if v is not _ABSENT and v]
             keys, holders = [values[i].lower() for i in rows], [ids[i] for i in rows]

@@ -159,16 +159,16 @@ def api(work: Work, is_search: bool = False, raw_work: RawWork | None = None
             lost = draw.lost
         try:
             body: Any = None
+            answer: Answer | None = None
             if request.method in ("POST", "PATCH", "PUT") and request.can_read_body:
                 raw = await request.read()
-                answer = raw_work(state, request, raw) if raw_work and raw else None
+                if raw and raw_work is not None:
+                    answer = raw_work(state, request, raw)
                 if answer is None and raw:
                     try:
                         body = orjson.loads(raw)
                     except orjson.JSONDecodeError as exc:
                         raise bad_request(f"Invalid input JSON: {exc}") from None
-            else:
-                answer = None
             status, payload = work(state, request, body) if answer is None else answer
         except ApiError as exc:
             status, payload = exc.status, exc.body
@@ -204,7 +204,7 @@ def _batch(state: State, request: web.Request, body: Any) -> Answer:
 
 
 def _batch_raw(state: State, request: web.Request, raw: bytes) -> Answer | None:
-    if not state.portal.lean or request.match_info["op"] != "create":
+    if request.match_info["op"] != "create":
         return None
     return objects.batch_create_raw(_store(state, request), raw)
 
