@@ -60,7 +60,8 @@ class Sandbox:
     def configure(self, **settings: object) -> None:
         request = urllib.request.Request(self.base_url + "/__sandbox/config",
                                          data=json.dumps(settings).encode(), method="POST",
-                                         headers={"Content-Type": "application/json"})
+                                         headers={"Content-Type": "application/json",
+                                                  "Authorization": f"Bearer {self.token}"})
         with urllib.request.urlopen(request, timeout=60) as answer:
             answer.read()
 

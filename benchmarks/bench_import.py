@@ -79,9 +79,10 @@ def start_sandbox(cpu: int | None) -> tuple[subprocess.Popen[str], str, str]:
     return proc, base_url, token
 
 
-def reset(base_url: str) -> None:
+def reset(base_url: str, token: str) -> None:
     request = urllib.request.Request(base_url + "/__sandbox/reset", data=b"{}", method="POST",
-                                     headers={"Content-Type": "application/json"})
+                                     headers={"Content-Type": "application/json",
+                                              "Authorization": f"Bearer {token}"})
     urllib.request.urlopen(request, timeout=60).read()
 
 
@@ -126,11 +127,11 @@ def main() -> None:
     runs = []
     try:
         for _ in range(args.runs):
-            reset(base_url)
+            reset(base_url, token)
             runs.append(run_import(source, base_url, token, 1 if two_cores else None))
             print(json.dumps(runs[-1]), flush=True)
         if args.profile:
-            reset(base_url)
+            reset(base_url, token)
             stats_path = DATA / "import.prof"
             run_import(source, base_url, token, 1 if two_cores else None, stats_path)
             import pstats

@@ -165,8 +165,10 @@ async def drive(base_url: str, token: str, payloads: list[bytes], connections: i
     return elapsed, cpu
 
 
-def live_contacts(base_url: str) -> int:
-    with urllib.request.urlopen(base_url + "/__sandbox/audit", timeout=60) as resp:  # loopback
+def live_contacts(base_url: str, token: str) -> int:
+    request = urllib.request.Request(base_url + "/__sandbox/audit",
+                                     headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=60) as resp:  # loopback
         return int(json.loads(resp.read())["records"]["contacts"]["live"])
 
 
@@ -189,7 +191,7 @@ def bench_mode(lean: bool, records: int, runs: int, connections: int,
             server_before = cpu_seconds(proc.pid)
             elapsed, client_cpu = asyncio.run(drive(base_url, token, payloads, connections))
             server_cpu_s = cpu_seconds(proc.pid) - server_before
-            stored = live_contacts(base_url)
+            stored = live_contacts(base_url, token)
         finally:
             stop_server(proc)
         sent = len(payloads) * BATCH

@@ -26,6 +26,7 @@ import polars as pl
 from engine.checkpoint import DONE, IN_FLIGHT, Reject, SqliteCheckpoint, Transition
 from engine.client import HubSpotClient
 from engine.errors import ApiError, ConfigError, FatalApiError, RetryableApiError
+from engine.interrupt import StopRequest
 from engine.schema import ObjectType
 from engine.source import Source
 
@@ -214,7 +215,7 @@ def results_frame(checkpoint: SqliteCheckpoint, step: str) -> pl.DataFrame:
 async def write_associations(
     client: HubSpotClient, checkpoint: SqliteCheckpoint, *, step: str, obj: ObjectType,
     source: Source, rule: AssociationRule, input_limit: int = DEFAULT_INPUT_LIMIT,
-    inline: bool = False,
+    inline: bool = False, stop: StopRequest | None = None,
 ) -> AssociationOutcome:
     """Write one association rule of one step; resumable through the journal.
 
@@ -249,6 +250,8 @@ async def write_associations(
     kind = await resolve_type(client, obj, rule.to_object, rule) if pending else None
     sender = _EdgeSender(client, obj, rule.to_object, kind, input_limit)
     for seq in pending:
+        if stop is not None and stop.requested:
+            break  # the rest is written by the next run
         part = edges.slice(seq * input_limit, input_limit)
         rows = part.get_column(ROW).to_list()
         await anyio.to_thread.run_sync(checkpoint.apply, [

@@ -101,6 +101,7 @@ class Batch:
     rows: list[int]
     keys: list[str] | None
     inputs: list[str]
+    folded: list[str] | None = None  # keys case-folded (HubSpot matches keys so)
 
     @property
     def body(self) -> bytes:
@@ -122,6 +123,7 @@ class Batcher:
     _seq: int = 0
     _rows: list[int] = field(default_factory=list)
     _keys: list[str] = field(default_factory=list)
+    _folded: list[str] = field(default_factory=list)
     _inputs: list[str] = field(default_factory=list)
     _seen: set[str] = field(default_factory=set)
     _keyed: bool = False
@@ -131,53 +133,57 @@ class Batcher:
         rows = frame.get_column(ROW).to_list()
         inputs = frame.get_column(INPUT).to_list()
         keys: list[str] | None = None
+        keys_folded: list[str] | None = None
         self._keyed = KEY in frame.columns
         if self._keyed:
             folded = frame.get_column(KEY).str.to_lowercase()
             keys = frame.get_column(KEY).to_list()
+            keys_folded = folded.to_list()
             if not folded.is_duplicated().any() and self._seen.isdisjoint(
-                    folded.head(self.size).to_list()):
-                keys_folded = None  # no key repeats: batches are plain slices
-            else:
-                keys_folded = folded.to_list()
-        if not self._keyed or keys_folded is None:
-            yield from self._slices(rows, inputs, keys)
+                    keys_folded[:self.size]):
+                # no key repeats: batches are plain slices
+                yield from self._slices(rows, inputs, keys, keys_folded)
+                return
+        if keys is None or keys_folded is None:
+            yield from self._slices(rows, inputs, None, None)
             return
-        assert keys is not None
         for i, row in enumerate(rows):
             key = keys_folded[i]
             if key in self._seen:
                 yield self._cut()
             self._seen.add(key)
             self._keys.append(keys[i])
+            self._folded.append(key)
             self._rows.append(row)
             self._inputs.append(inputs[i])
             if len(self._rows) >= self.size:
                 yield self._cut()
 
-    def _slices(self, rows: list[int], inputs: list[str],
-                keys: list[str] | None) -> Iterator[Batch]:
+    def _slices(self, rows: list[int], inputs: list[str], keys: list[str] | None,
+                folded: list[str] | None) -> Iterator[Batch]:
         start, total = 0, len(rows)
         while start < total:
             take = min(self.size - len(self._rows), total - start)
             end = start + take
             self._rows += rows[start:end]
             self._inputs += inputs[start:end]
-            if keys is not None:
+            if keys is not None and folded is not None:
                 self._keys += keys[start:end]
+                self._folded += folded[start:end]
             start = end
             if len(self._rows) >= self.size:
                 yield self._cut()
         if keys is not None:  # only the open batch's keys can clash with the next chunk
-            self._seen = {k.lower() for k in self._keys}
+            self._seen = set(self._folded)
 
     def flush(self) -> Iterator[Batch]:
         if self._rows:
             yield self._cut()
 
     def _cut(self) -> Batch:
-        batch = Batch(self._seq, self._rows, self._keys if self._keyed else None, self._inputs)
+        batch = Batch(self._seq, self._rows, self._keys if self._keyed else None, self._inputs,
+                      self._folded if self._keyed else None)
         self._seq += 1
-        self._rows, self._keys, self._inputs = [], [], []
+        self._rows, self._keys, self._folded, self._inputs = [], [], [], []
         self._seen = set()
         return batch

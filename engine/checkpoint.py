@@ -13,17 +13,29 @@ WAL mode with `synchronous=FULL`; the folder is 0700 and the files 0600. Writes 
 grouped: `apply(ops)` runs any number of transitions in one transaction, so one fsync
 covers every batch that finished meanwhile. Only row numbers and keys are stored, never
 whole rows, and never the access token.
+
+A journal holds one run (`run` table: its command, inputs and state RUNNING -> DONE |
+ABANDONED). A finished run of the same request is not run again (`begin_run` returns it);
+a run of another input archives the journal beside itself (`NAME.<started>.db`), so a
+nightly file needs no new `--checkpoint` and every earlier run stays readable. The
+process that writes a journal holds an `fcntl.flock` on `<journal>.lock`, which tells a
+running journal from an interrupted one. An existing file that is not an hsbulk journal
+is refused before anything touches it.
 """
 
 from __future__ import annotations
 
+import fcntl
+import itertools
 import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, NamedTuple
+from urllib.parse import quote
 
 import orjson
 
@@ -32,6 +44,7 @@ from engine.errors import CheckpointError
 SCHEMA_VERSION = 2
 
 _DDL = """
+begin;
 create table if not exists meta (key text primary key, value text not null);
 create table if not exists job (
     key text primary key, spec_hash text not null, fingerprints text not null,
@@ -50,8 +63,13 @@ create table if not exists rejects (
 create table if not exists idmap (
     object text not null, prop text not null, key text not null, id text not null,
     primary key (object, prop, key)) without rowid;
-create table if not exists facts (key text primary key, value text not null);
+create table if not exists run (
+    id integer primary key check (id = 1), command text not null, name text not null,
+    spec_hash text not null, inputs text not null, state text not null,
+    summaries text, exit_code integer, created_at real not null, updated_at real not null);
+commit;
 """
+_TABLES = ("meta", "job", "batches")  # what makes a file an import/job journal
 
 IN_FLIGHT = "IN_FLIGHT"
 DONE = "DONE"
@@ -106,10 +124,183 @@ class Counts:
     rejected: int
 
 
+class RunState(StrEnum):
+    RUNNING = "RUNNING"  # started, not finished (running, or interrupted: see `is_in_use`)
+    DONE = "DONE"  # finished (exit 0 or 1); its summary is stored
+    ABANDONED = "ABANDONED"  # left unfinished by `--restart`; kept readable
+
+
+@dataclass(frozen=True, slots=True)
+class RunInput:
+    """One input of a run: the step (or object) that reads it, its path, its fingerprint."""
+
+    name: str
+    path: str
+    fingerprint: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunRequest:
+    """What a run is asked to do, known before any call: command, inputs, spec as given."""
+
+    command: str  # import | run
+    name: str  # the object (import) or the job's name (run)
+    spec_hash: str  # flags, mapping and job file, as given
+    inputs: tuple[RunInput, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """The run a journal holds, and how it ended."""
+
+    request: RunRequest
+    state: RunState
+    created_at: float
+    updated_at: float
+    summaries: tuple[dict[str, Any], ...] = ()  # the final summary of each step, once DONE
+    exit_code: int | None = None
+
+    def changes(self, request: RunRequest) -> list[str]:
+        """What differs between this run and `request`; empty: the same run."""
+        ours = self.request
+        out = []
+        if (ours.command, ours.name) != (request.command, request.name):
+            out.append(f"it holds `hsbulk {ours.command}` of {ours.name}")
+        elif ours.spec_hash != request.spec_hash:
+            out.append("the options, mapping or job file changed")
+        old = {i.name: i for i in ours.inputs}
+        for new in request.inputs:
+            before = old.get(new.name)
+            if before is None or (before.path, before.fingerprint) != (new.path,
+                                                                       new.fingerprint):
+                out.append(f"input {new.path} changed")
+        return out
+
+
+_RUN_COLUMNS = ("command, name, spec_hash, inputs, state, summaries, exit_code, created_at, "
+                "updated_at")
+
+
+def _run_record(db: sqlite3.Connection) -> RunRecord | None:
+    row = db.execute(f"select {_RUN_COLUMNS} from run").fetchone()
+    if row is None:
+        return None
+    command, name, spec_hash, inputs, state, summaries, exit_code, created, updated = row
+    request = RunRequest(command, name, spec_hash,
+                         tuple(RunInput(*i) for i in orjson.loads(inputs)))
+    return RunRecord(request, RunState(state), created, updated,
+                     tuple(orjson.loads(summaries)) if summaries else (), exit_code)
+
+
+def _step_counts(db: sqlite3.Connection, step: str) -> Counts:
+    created, updated, unchanged = db.execute(
+        "select coalesce(sum(created), 0), coalesce(sum(updated), 0), "
+        "coalesce(sum(unchanged), 0) from batches where step=? and state=?",
+        (step, DONE)).fetchone()
+    (rejected,) = db.execute(
+        "select count(distinct source_row) from rejects where step=? and counted=1",
+        (step,)).fetchone()
+    return Counts(created, updated, unchanged, int(rejected or 0))
+
+
+# -- the files ------------------------------------------------------------------------
+
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _read_only(path: Path) -> sqlite3.Connection:
+    """Read a journal without writing, creating or chmod-ing anything beside it.
+
+    With its -wal and -shm present (a live or killed writer) it is read through them;
+    without (closed cleanly: everything is in the main file) as an immutable file."""
+    live = Path(f"{path}-wal").exists() and Path(f"{path}-shm").exists()
+    uri = f"file:{quote(str(path.resolve()))}?{'mode=ro' if live else 'immutable=1'}"
+    return sqlite3.connect(uri, uri=True, check_same_thread=False)
+
+
+def _has_tables(path: Path, tables: Sequence[str]) -> bool:
+    try:
+        db = _read_only(path)
+        try:
+            found = {name for (name,) in db.execute(
+                "select name from sqlite_master where type='table'")}
+        finally:
+            db.close()
+    except sqlite3.DatabaseError:
+        return False
+    return found.issuperset(tables)
+
+
+def journal_kind(path: Path) -> str | None:
+    """"steps" (import/job journal), "export", "new" (not written yet), or None: not one."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(len(_SQLITE_HEADER))
+    except OSError:
+        return None
+    if not head:  # sqlite has written only its -wal yet (we create the -wal first)
+        return "new" if Path(f"{path}-wal").exists() else None
+    if head != _SQLITE_HEADER:
+        return None
+    if _has_tables(path, _TABLES):
+        return "steps"
+    if _has_tables(path, _EXPORT_TABLES):
+        return "export"
+    return None
+
+
+def _refuse_foreign(path: Path, kind: str, what: str) -> None:
+    """Refuse, before anything touches it, a path that is not (or cannot be) a journal."""
+    if path.is_dir():
+        raise CheckpointError(f"{what} {path} is a directory; give the journal a file path")
+    if not (path.exists() or path.is_symlink()):
+        return
+    if not path.is_file():
+        raise CheckpointError(f"{what} {path} is not a regular file")
+    found = journal_kind(path)
+    if found is None:
+        raise CheckpointError(f"{what} {path} exists and is not an hsbulk journal; it was "
+                              "left untouched: give the journal a new path")
+    if found not in ("new", kind):
+        raise CheckpointError(f"{what} {path} is the journal of another command (hsbulk "
+                              f"{'export' if found == 'export' else 'import/run'}); give "
+                              "this one its own path")
+
+
+def _lock(path: Path, what: str) -> int:
+    """Hold `<journal>.lock` while this process writes the journal (released on exit)."""
+    fd = os.open(f"{path}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise CheckpointError(f"{what} {path} is in use by another hsbulk process; wait for "
+                              "it to finish (see `hsbulk status`)") from None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def is_in_use(path: Path) -> bool:
+    """Whether a live process holds the journal's lock (its run is going on)."""
+    try:
+        fd = os.open(f"{path}.lock", os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # also releases our probe
+    return False
+
+
 def _connect(path: Path, ddl: str, what: str) -> sqlite3.Connection:
     """A journal database: 0700 folder, 0600 files (also -wal/-shm), WAL, synchronous=FULL."""
-    prepare_folder(path)
-    for suffix in ("", "-wal", "-shm"):
+    for suffix in ("-wal", "-shm", ""):  # the main file last: see `journal_kind`
         target = Path(f"{path}{suffix}")
         if not target.exists():
             os.close(os.open(target, os.O_CREAT | os.O_WRONLY, 0o600))
@@ -125,10 +316,61 @@ def _connect(path: Path, ddl: str, what: str) -> sqlite3.Connection:
     return db
 
 
-def prepare_folder(path: Path) -> None:
-    """Create the checkpoint's folder 0700 (and refuse one others can write into)."""
+def _open(path: Path, ddl: str, what: str, kind: str) -> tuple[sqlite3.Connection, int]:
+    """Check the path, make its folder, take its lock, connect: (database, lock fd)."""
+    _refuse_foreign(path, kind, what)
+    prepare_folder(path, what)
+    lock = _lock(path, what)
+    try:
+        return _connect(path, ddl, what), lock
+    except BaseException:
+        os.close(lock)
+        raise
+
+
+def prepare_folder(path: Path, what: str = "checkpoint") -> None:
+    """Create the checkpoint's folder 0700."""
     folder = path.parent
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CheckpointError(f"{what} {path}: cannot make its folder {folder}: "
+                              f"{exc.strerror}") from None
+
+
+def archive_path(path: Path, started_at: float) -> Path:
+    """Where a journal's earlier run is kept: `NAME.<UTC start>[-N].db` beside it."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(started_at))
+    for n in itertools.count(1):
+        target = path.with_name(f"{path.stem}.{stamp}{f'-{n}' if n > 1 else ''}{path.suffix}")
+        if not any(Path(f"{target}{s}").exists() for s in ("", "-wal", "-shm")):
+            return target
+    raise AssertionError("unreachable")
+
+
+def completed_run(path: Path, request: RunRequest) -> RunRecord | None:
+    """The finished run of `request` that `path` holds, if any; reads without writing.
+
+    Refuses (CheckpointError) a path that is not a journal, like opening it would."""
+    _refuse_foreign(path, "steps", "checkpoint")
+    if not path.exists():
+        return None
+    try:
+        db = _read_only(path)
+        try:
+            record = _run_record(db) if _table_exists(db, "run") else None
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as exc:
+        raise CheckpointError(f"checkpoint {path} is not usable: {exc}") from None
+    if record is None or record.state is not RunState.DONE or record.changes(request):
+        return None
+    return record
+
+
+def _table_exists(db: sqlite3.Connection, name: str) -> bool:
+    return db.execute("select 1 from sqlite_master where type='table' and name=?",
+                      (name,)).fetchone() is not None
 
 
 class SqliteCheckpoint:
@@ -136,7 +378,7 @@ class SqliteCheckpoint:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._db = _connect(path, _DDL, "checkpoint")
+        self._db, self._lock = _open(path, _DDL, "checkpoint", "steps")
         version = self._one("select value from meta where key='schema'")
         if version is None:
             self._db.execute("insert into meta values ('schema', ?)", (str(SCHEMA_VERSION),))
@@ -146,6 +388,9 @@ class SqliteCheckpoint:
 
     def close(self) -> None:
         self._db.close()
+        if self._lock >= 0:
+            os.close(self._lock)
+            self._lock = -1
 
     def _one(self, sql: str, args: Sequence[Any] = ()) -> Any:
         row = self._db.execute(sql, args).fetchone()
@@ -169,16 +414,17 @@ class SqliteCheckpoint:
             return False
         if row[0] != spec_hash:
             raise CheckpointError(
-                f"checkpoint {self.path} belongs to a different job spec (flags, mapping or "
-                "job file changed); use a new --checkpoint or restore the original command"
+                f"checkpoint {self.path} belongs to a different job spec (flags, mapping, "
+                "job file or the portal's properties changed); restore the original command, "
+                "or pass --restart to abandon the unfinished run and start a new one"
             )
         old = orjson.loads(row[1])
         changed = sorted(name for name, value in fingerprints.items() if old.get(name) != value)
         if changed:
             raise CheckpointError(
                 f"input {', '.join(changed)} changed since checkpoint {self.path} was written; "
-                "resuming would mix two inputs: restore the original file or use a new "
-                "--checkpoint"
+                "resuming would mix two inputs: restore the original file, or pass --restart "
+                "to abandon the unfinished run and start a new one"
             )
         self._db.execute("update job set state='RUNNING', updated_at=? where key=?", (now, key))
         return True
@@ -187,12 +433,66 @@ class SqliteCheckpoint:
         self._db.execute("update job set state=?, updated_at=? where key=?",
                          (state, time.time(), key))
 
-    def get_fact(self, key: str) -> str | None:
-        value = self._one("select value from facts where key=?", (key,))
-        return None if value is None else str(value)
+    # -- the run (one per journal; earlier ones archived beside it) --------------------
 
-    def set_fact(self, key: str, value: str) -> None:
-        self._db.execute("insert or replace into facts values (?, ?)", (key, value))
+    def run_record(self) -> RunRecord | None:
+        return _run_record(self._db)
+
+    def begin_run(self, request: RunRequest, *, restart: bool = False) -> RunRecord | None:
+        """Make the journal hold `request`'s run; returns that run if it is already complete.
+
+        An unfinished run of the same request resumes; of a changed one it is refused
+        (exit 2), or with `restart` abandoned. A finished run of another request, or any
+        run with `restart`, is archived beside the journal (`archive_path`) and a new run
+        starts here. A journal written before runs were recorded adopts this request and
+        leaves the checks to `open_job`.
+        """
+        record = self.run_record()
+        if record is None:
+            self._start_run(request)
+            return None
+        changes = record.changes(request)
+        if record.state is RunState.DONE and not changes and not restart:
+            return record
+        if record.state is RunState.RUNNING and not restart:
+            if changes:
+                raise CheckpointError(
+                    f"checkpoint {self.path} holds an unfinished run and {'; '.join(changes)}: "
+                    "run the original command to finish it, or pass --restart to abandon it "
+                    "(it stays readable) and start a new run")
+            self._db.execute("update run set updated_at=?", (time.time(),))
+            return None
+        self._archive(record)
+        self._start_run(request)
+        return None
+
+    def finish_run(self, summaries: Sequence[Mapping[str, Any]], exit_code: int) -> None:
+        """The run finished (exit 0 or 1): keep its summary for re-runs and `hsbulk status`."""
+        self._db.execute("update run set state=?, summaries=?, exit_code=?, updated_at=?",
+                         (RunState.DONE, orjson.dumps(list(summaries)).decode(), exit_code,
+                          time.time()))
+
+    def _start_run(self, request: RunRequest) -> None:
+        now = time.time()
+        inputs = orjson.dumps([[i.name, i.path, i.fingerprint] for i in request.inputs])
+        self._db.execute(
+            f"insert or replace into run (id, {_RUN_COLUMNS}) "
+            "values (1, ?, ?, ?, ?, ?, null, null, ?, ?)",
+            (request.command, request.name, request.spec_hash, inputs.decode(),
+             RunState.RUNNING, now, now))
+
+    def _archive(self, record: RunRecord) -> None:
+        """Move this journal aside (an unfinished run marked ABANDONED) and start empty."""
+        if record.state is RunState.RUNNING:
+            self._db.execute("update run set state=?, updated_at=?",
+                             (RunState.ABANDONED, time.time()))
+        self._db.close()
+        target = archive_path(self.path, record.created_at)
+        for suffix in ("", "-wal", "-shm"):
+            if Path(f"{self.path}{suffix}").exists():
+                os.replace(f"{self.path}{suffix}", f"{target}{suffix}")
+        self._db = _connect(self.path, _DDL, "checkpoint")
+        self._db.execute("insert into meta values ('schema', ?)", (str(SCHEMA_VERSION),))
 
     # -- batches --------------------------------------------------------------------
 
@@ -268,13 +568,7 @@ class SqliteCheckpoint:
     # -- reading back ---------------------------------------------------------------
 
     def counts(self, step: str) -> Counts:
-        created, updated, unchanged = self._db.execute(
-            "select coalesce(sum(created), 0), coalesce(sum(updated), 0), "
-            "coalesce(sum(unchanged), 0) from batches where step=? and state=?",
-            (step, DONE)).fetchone()
-        rejected = self._one(
-            "select count(distinct source_row) from rejects where step=? and counted=1", (step,))
-        return Counts(created, updated, unchanged, int(rejected or 0))
+        return _step_counts(self._db, step)
 
     def iter_results(self, step: str, chunk: int = 50_000) -> Iterator[list[tuple[Any, ...]]]:
         """(source_row, id, action) in batch order, sorted within each batch."""
@@ -285,6 +579,26 @@ class SqliteCheckpoint:
         for (blob,) in cursor:
             rows, ids, actions = orjson.loads(blob)
             out += sorted(zip(rows, ids, actions, strict=True))
+            if len(out) >= chunk:
+                yield out
+                out = []
+        if out:
+            yield out
+
+    def iter_keyed_results(self, step: str, chunk: int = 50_000
+                           ) -> Iterator[list[tuple[Any, ...]]]:
+        """(source_row, key, id, action) in batch order, sorted within each batch; the key
+        is the one the batch was journaled with (None for a batch journaled without)."""
+        cursor = self._db.execute(
+            "select rows, keys, results from batches where step=? and state=? "
+            "and results is not null order by seq", (step, DONE))
+        out: list[tuple[Any, ...]] = []
+        for rows_blob, keys_blob, blob in cursor:
+            keys = dict(zip(orjson.loads(rows_blob), orjson.loads(keys_blob), strict=True)
+                        ) if keys_blob is not None else {}
+            rows, ids, actions = orjson.loads(blob)
+            out += sorted((row, keys.get(row), rid, action)
+                          for row, rid, action in zip(rows, ids, actions, strict=True))
             if len(out) >= chunk:
                 yield out
                 out = []
@@ -315,6 +629,7 @@ class SqliteCheckpoint:
 
 
 _EXPORT_DDL = """
+begin;
 create table if not exists export_meta (key text primary key, value text not null);
 create table if not exists export_ranges (
     id integer primary key, kind text not null, lo integer not null, hi integer not null,
@@ -323,7 +638,9 @@ create table if not exists export_parts (
     dataset text not null, part integer not null, range_id integer, path text,
     rows integer not null, max_modified text,
     primary key (dataset, part)) without rowid;
+commit;
 """
+_EXPORT_TABLES = ("export_meta", "export_ranges", "export_parts")
 
 
 @dataclass(frozen=True, slots=True)
@@ -360,10 +677,13 @@ class ExportJournal:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._db = _connect(path, _EXPORT_DDL, "export checkpoint")
+        self._db, self._lock = _open(path, _EXPORT_DDL, "export checkpoint", "export")
 
     def close(self) -> None:
         self._db.close()
+        if self._lock >= 0:
+            os.close(self._lock)
+            self._lock = -1
 
     def _tx(self, statements: Iterable[tuple[str, Sequence[Any]]]) -> None:
         db = self._db
@@ -457,3 +777,93 @@ class ExportJournal:
         rows = (self._db.execute(sql + " where dataset=? order by part", (dataset,))
                 if dataset is not None else self._db.execute(sql + " order by dataset, part"))
         return [ExportPart(*row) for row in rows]
+
+
+# -- reading any journal, for `hsbulk status` ----------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class JournalInfo:
+    """What `hsbulk status` shows of one journal."""
+
+    path: Path
+    command: str  # import | run | export
+    name: str  # the object, or the job's name
+    steps: tuple[str, ...]  # step names (export: the datasets written)
+    inputs: tuple[RunInput, ...]
+    state: str  # running | interrupted | done | abandoned
+    rows_read: int  # export: records written
+    created: int | None  # None for an export
+    updated: int | None
+    rejected: int | None
+    updated_at: float
+    exit_code: int | None = None
+
+
+def describe_journal(path: Path) -> JournalInfo:
+    """Read one journal without writing to it; CheckpointError if it is not one."""
+    kind = journal_kind(path) if path.is_file() else None
+    if kind not in ("steps", "export"):
+        raise CheckpointError(f"{path} is not an hsbulk journal")
+    try:
+        db = _read_only(path)
+        try:
+            return (_describe_steps if kind == "steps" else _describe_export)(path, db)
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as exc:
+        raise CheckpointError(f"journal {path} is not readable: {exc}") from None
+
+
+def _last_write(path: Path, *stamps: float) -> float:
+    files = [Path(f"{path}{s}") for s in ("", "-wal")]
+    return max([*stamps, *(f.stat().st_mtime for f in files if f.exists())])
+
+
+def _live_state(path: Path, finished: bool) -> str:
+    if finished:
+        return "done"
+    return "running" if is_in_use(path) else "interrupted"
+
+
+def _describe_steps(path: Path, db: sqlite3.Connection) -> JournalInfo:
+    jobs = db.execute("select key, fingerprints, state, updated_at from job "
+                      "order by created_at").fetchall()
+    steps = tuple(key for key, *_ in jobs)
+    record = _run_record(db) if _table_exists(db, "run") else None
+    if record is None:  # written before runs were recorded
+        request = RunRequest("run" if len(steps) > 1 else "import", ", ".join(steps), "",
+                             tuple(RunInput(name, "?", fp) for _, prints, _, _ in jobs
+                                   for name, fp in orjson.loads(prints).items()))
+        finished = bool(jobs) and all(state == DONE for _, _, state, _ in jobs)
+        record = RunRecord(request, RunState.DONE if finished else RunState.RUNNING, 0.0, 0.0)
+    if record.state is RunState.ABANDONED:
+        state = "abandoned"
+    else:
+        state = _live_state(path, record.state is RunState.DONE)
+    if record.summaries:
+        totals = [sum(int(s.get(k) or 0) for s in record.summaries)
+                  for k in ("rows_read", "created", "updated", "rejected")]
+        rows_read, created, updated, rejected = totals
+    else:  # unfinished: the rows settled so far
+        counts = [_step_counts(db, step) for step in steps]
+        created, updated = sum(c.created for c in counts), sum(c.updated for c in counts)
+        rejected = sum(c.rejected for c in counts)
+        rows_read = created + updated + rejected + sum(c.unchanged for c in counts)
+    return JournalInfo(
+        path, record.request.command, record.request.name, steps, record.request.inputs,
+        state, rows_read, created, updated, rejected,
+        _last_write(path, record.updated_at, *(u for *_, u in jobs)), record.exit_code)
+
+
+def _describe_export(path: Path, db: sqlite3.Connection) -> JournalInfo:
+    meta = dict(db.execute("select key, value from export_meta").fetchall())
+    written = dict(db.execute("select dataset, sum(rows) from export_parts group by dataset "
+                              "order by dataset").fetchall())
+    objects = [name for name in written if "__" not in name]
+    default = path.stem.removeprefix("export-") if path.stem.startswith("export-") else "?"
+    name = str(meta.get("object") or (objects[0] if objects else default))
+    return JournalInfo(
+        path, "export", name, tuple(written), (),
+        _live_state(path, meta.get("state") == "DONE"), int(written.get(name) or 0),
+        None, None, None, _last_write(path))

@@ -12,13 +12,15 @@ import hashlib
 import logging
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import TypeVar
 
 import anyio
 
 from engine import __version__
+from engine.checkpoint import completed_run
 from engine.client import HubSpotClient
 from engine.config import ClientSettings, Rate, Secret, load_token, resolve_base_url
 from engine.dryrun import run_dry
@@ -30,17 +32,41 @@ from engine.exporter import (
     run_export,
     write_export_summary,
 )
-from engine.importer import ImportSpec, run_import, write_outputs
-from engine.job import load_job, run_job, write_reports
+from engine.importer import ImportSpec, plan_step, run_import, write_outputs
+from engine.interrupt import PENDING, StopRequest, watch_signals
+from engine.job import job_files, load_job, run_job, write_reports
 from engine.mapping import MappingSpec
 from engine.normalize import NormalizeOptions
+from engine.outputs import refuse_inputs, uses_stdout
 from engine.report import ProgressView, Summary, print_table, render_summaries, write_summary
+from engine.rerun import complete_message, import_request, job_request, stored_result
 from engine.schema import Schema, canonical_object, fetch_schema
-from engine.source import SourceSpec
+from engine.source import SourceSpec, open_source
+from engine.status import as_json as status_json
+from engine.status import as_table as status_table
+from engine.status import find_journals
 
 log = logging.getLogger("hsbulk")
 
 Command = Callable[[argparse.Namespace], int]
+T = TypeVar("T")
+
+
+def run_async(go: Callable[[StopRequest], Awaitable[T]]) -> T:
+    """Run `go` in an event loop where SIGINT/SIGTERM ask it to stop (then force it)."""
+    stop = StopRequest()
+
+    async def main() -> T:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watch_signals, stop, PENDING)
+            result = await go(stop)
+            tg.cancel_scope.cancel()
+        return result
+
+    try:
+        return anyio.run(main)
+    finally:
+        PENDING.install()  # the loop put the default handlers back
 
 
 def _rate(text: str) -> Rate | None:
@@ -164,6 +190,7 @@ def add_import_parser(commands: argparse._SubParsersAction[argparse.ArgumentPars
                         "(default 250,000, the lowest tier)")
     add_normalize_options(parser)
     add_connection_options(parser)
+    add_restart_option(parser)
     parser.set_defaults(handler=run_import_command)
 
 
@@ -191,6 +218,8 @@ def import_spec(args: argparse.Namespace) -> ImportSpec:
 
 def run_import_command(args: argparse.Namespace) -> int:
     spec = import_spec(args)
+    refuse_inputs([args.results, args.rejects, args.summary, args.emit_normalized],
+                  [args.source, args.mapping, args.token_file, args.checkpoint])
     if args.emit_normalized is not None and not args.dry_run:
         raise ConfigError("--emit-normalized goes with --dry-run")
     if args.dry_run:
@@ -201,35 +230,53 @@ def run_import_command(args: argparse.Namespace) -> int:
         str(args.base_url or "")))
     progress = ProgressView(quiet=args.quiet)
 
-    async def go() -> tuple[Summary, int]:
+    async def go(stop: StopRequest) -> tuple[Summary, int]:
         async with connect(args) as client:
-            return await run_import(client, checkpoint, spec, progress=progress)
+            return await run_import(client, checkpoint, spec, progress=progress, stop=stop,
+                                    restart=args.restart)
 
-    summary, code = anyio.run(go)
+    done = None if args.restart else completed_run(checkpoint, import_request(spec))
+    if done is None:
+        summary, code = run_async(go)
+    else:  # the same input ran to the end: no call at all, the stored account
+        print(f"hsbulk: {complete_message(done, checkpoint)}", file=sys.stderr)
+        (summary,), code = stored_result(done)
     write_outputs(checkpoint, spec, results=args.results, rejects=args.rejects)
     if args.summary is not None:
         write_summary(args.summary, [summary])
-    print_table(render_summaries([summary]), quiet=args.quiet)
+    print_table(render_summaries([summary]), quiet=args.quiet,
+                stderr=uses_stdout(args.summary, args.results, args.rejects))
     if summary.stop_reason:
         print(f"hsbulk: stopped: {summary.stop_reason}; run the same command again to "
               "resume", file=sys.stderr)
     return code
 
 
+DRY_RUN_FORMATS = (".csv", ".parquet", ".pq")
+
+
 def run_dry_run(args: argparse.Namespace, spec: ImportSpec) -> int:
     """Read the schema, normalise everything, write rejects/normalized files; send nothing."""
 
-    async def schema() -> Schema:
+    async def schema(stop: StopRequest) -> Schema:
         async with connect(args) as client:
             return await fetch_schema(client, spec.object_type)
 
+    emit: Path | None = args.emit_normalized
+    if emit is not None and emit.suffix.lower() not in DRY_RUN_FORMATS:
+        raise ConfigError(f"--emit-normalized {emit}: name the file "
+                          f"{' or '.join(DRY_RUN_FORMATS)}")
     rate: Rate | None = args.rate
-    plan = run_dry(spec.source, anyio.run(schema), spec.mapping, spec.options,
+    source = open_source(spec.source)
+    loaded = run_async(schema)
+    step = plan_step(spec, source, loaded)  # every configuration error of the real run
+    plan = run_dry(source, loaded, step.mapping, step.options,
                    rejects_path=args.rejects, normalized_path=args.emit_normalized,
                    rate_per_10s=round(rate.per_s * 10) if rate else 1000,
                    daily_quota=args.daily_quota)
     if not args.quiet:
-        print(plan.render())
+        print(plan.render(), file=sys.stderr if uses_stdout(args.rejects, args.emit_normalized)
+              else sys.stdout)
     return plan.exit_code
 
 
@@ -242,6 +289,7 @@ def add_run_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]
     parser.add_argument("--reports", type=Path, metavar="DIR",
                         help="write per-step results and rejects files here")
     add_connection_options(parser)
+    add_restart_option(parser)
     parser.set_defaults(handler=run_job_command)
 
 
@@ -249,19 +297,28 @@ def run_job_command(args: argparse.Namespace) -> int:
     job = load_job(args.job)
     if args.checkpoint is not None or args.sandbox:
         job = replace(job, checkpoint=args.checkpoint or sandbox_checkpoint(job.name))
+    written, read = job_files(job, args.reports or job.reports)
+    refuse_inputs([args.summary, *written], [*read, args.token_file])
     progress = ProgressView(quiet=args.quiet)
 
-    async def go() -> tuple[list[Summary], int]:
+    async def go(stop: StopRequest) -> tuple[list[Summary], int]:
         async with connect(args) as client:
-            return await run_job(client, job, progress=progress)
+            return await run_job(client, job, progress=progress, stop=stop,
+                                 restart=args.restart)
 
-    summaries, code = anyio.run(go)
+    done = None if args.restart else completed_run(job.checkpoint, job_request(job))
+    if done is None:
+        summaries, code = run_async(go)
+    else:  # the same inputs and job file ran to the end: no call at all
+        print(f"hsbulk: {complete_message(done, job.checkpoint)}", file=sys.stderr)
+        summaries, code = stored_result(done)
     reports = args.reports or job.reports
     if reports is not None:
         write_reports(job, reports)
     if args.summary is not None:
         write_summary(args.summary, summaries, job=job.name, exit_code=code)
-    print_table(render_summaries(summaries), quiet=args.quiet)
+    print_table(render_summaries(summaries), quiet=args.quiet,
+                stderr=uses_stdout(args.summary))
     for summary in summaries:
         if summary.stop_reason:
             print(f"hsbulk: step {summary.step} stopped: {summary.stop_reason}; run the same "
@@ -281,23 +338,57 @@ def add_export_parser(commands: argparse._SubParsersAction[argparse.ArgumentPars
 
 def run_export_command(args: argparse.Namespace) -> int:
     spec = export_spec_from_args(args)
+    refuse_inputs([args.summary], [spec.checkpoint_path, args.token_file])
     progress = ProgressView(quiet=args.quiet)
 
-    async def go() -> ExportSummary:
+    async def go(stop: StopRequest) -> ExportSummary:
         async with connect(args) as client:
-            return await run_export(client, spec, progress=progress)
+            return await run_export(client, spec, progress=progress, stop=stop)
 
-    summary = anyio.run(go)
+    summary = run_async(go)
     if args.summary is not None:
         write_export_summary(args.summary, summary)
+    if summary.state != "done":
+        print(f"hsbulk: export stopped ({'; '.join(summary.notes) or summary.state}) after "
+              f"{summary.records:,} records in {summary.parts:,} part files; run the same "
+              "command again to resume", file=sys.stderr)
+        return 4
     if not args.quiet:
         edges = ", ".join(f"{name}: {count:,}" for name, count in summary.edges.items())
         print(f"exported {summary.records:,} {summary.object} records"
               + (f" and edges ({edges})" if edges else "")
               + f" to {summary.out_dir} in {summary.parts:,} part files; "
               f"{summary.api_calls:,} calls ({summary.search_calls:,} search), "
-              f"{summary.records_per_s:,.0f} records/s")
-    return 0 if summary.state == "done" else 4
+              f"{summary.records_per_s:,.0f} records/s",
+              file=sys.stderr if uses_stdout(args.summary) else sys.stdout)
+    return 0
+
+
+def add_restart_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--restart", action="store_true",
+                        help="start a new run even if the journal holds an unfinished one "
+                        "(abandoned, kept readable) or a finished one of the same input")
+
+
+def add_status_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "status", help="list journals: command, input, state, counts",
+        description="Show the journals in PATH (a journal file, or a folder of them; default "
+        ".hsbulk/): command, object or job, input and fingerprint, state (running, "
+        "interrupted, done, abandoned), counts and last update.")
+    parser.add_argument("path", nargs="?", type=Path, metavar="PATH",
+                        help="a journal file or a folder (default .hsbulk/)")
+    parser.add_argument("--json", action="store_true", help="print a JSON list")
+    parser.set_defaults(handler=run_status_command)
+
+
+def run_status_command(args: argparse.Namespace) -> int:
+    journals = find_journals(args.path)
+    if args.json:
+        print(status_json(journals).decode())
+    else:
+        print_table(status_table(journals))
+    return 0
 
 
 def sandbox_checkpoint(name: str) -> Path:
@@ -318,6 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_import_parser(commands)
     add_run_parser(commands)
     add_export_parser(commands)
+    add_status_parser(commands)
 
     from engine.sandbox import cli as sandbox_cli
 
@@ -344,11 +436,63 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if not getattr(args, "verbose", False):
         logging.getLogger("aiohttp").setLevel(logging.WARNING)
+    PENDING.install()
+    code = run_command(command, args)
+    if PENDING.count and code in (0, 1):
+        print("hsbulk: interrupted; run the same command again to resume", file=sys.stderr)
+        return 4
+    return code
+
+
+def run_command(command: Command, args: argparse.Namespace) -> int:
+    """Run a command; every error becomes one line on stderr and a documented exit code.
+
+    2: configuration, usage, input or a file hsbulk cannot write; 3: HubSpot refused the
+    run, or an error hsbulk did not foresee (the traceback with --verbose); 4: stopped,
+    resumable. 1 only ever comes from a run that finished with rejected rows.
+    """
     try:
         return command(args)
-    except EngineError as exc:
-        print(f"hsbulk: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+    except BaseExceptionGroup as group:
+        leaf = first_error(group)
+        return report_error(leaf if leaf is not None else group)
     except KeyboardInterrupt:
         print("hsbulk: interrupted; run the same command again to resume", file=sys.stderr)
         return 4
+    except Exception as exc:
+        return report_error(exc)
+
+
+def first_error(group: BaseExceptionGroup[BaseException]) -> Exception | None:
+    """The error that matters in a task group's failure: an EngineError first."""
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        item = pending.pop(0)
+        if isinstance(item, BaseExceptionGroup):
+            pending.extend(item.exceptions)
+        else:
+            leaves.append(item)
+    for leaf in leaves:
+        if isinstance(leaf, EngineError):
+            return leaf
+    return next((leaf for leaf in leaves if isinstance(leaf, Exception)), None)
+
+
+def report_error(exc: BaseException) -> int:
+    if isinstance(exc, EngineError):
+        print(f"hsbulk: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    if isinstance(exc, OSError):
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"hsbulk: error:{where}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    log.debug("unexpected error", exc_info=exc)
+    print(f"hsbulk: error: unexpected {type(exc).__name__}: {_one_line(exc)} (run with "
+          "--verbose for the traceback)", file=sys.stderr)
+    return 3
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:300] + ("..." if len(text) > 300 else "")

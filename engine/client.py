@@ -6,8 +6,9 @@ adds auth, base-URL rules, the shared limiters, classification and retries. Test
 the transport for a `MockTransport(handler)`.
 
 The access token lives in a `Secret`; it goes into the Authorization header and nowhere
-else. Error bodies are scrubbed of it before anything reads them, so no exception, log
-line or report can carry it even when a server echoes request headers back.
+else. Every body is scrubbed of it here, before any caller sees it, so no exception, log
+line, rejects file, journal or report can carry it even when a server echoes request
+headers back (in an error or in a 207's per-input messages).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import inspect
 import logging
 import random
 import re
+import urllib.parse
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -157,6 +159,7 @@ class ClientStats:
 
 
 _TOKEN_LIKE = re.compile(rb"pat-[a-z]{2,3}\d?-[0-9a-fA-F-]{8,}")
+REDACTED = b"[REDACTED]"
 
 
 class HubSpotClient:
@@ -193,6 +196,7 @@ class HubSpotClient:
             "Accept": "application/json",
             "User-Agent": f"hsbulk/{__version__}",
         }
+        self._token_forms = _token_forms(settings.token)
         self._redactions = _redactions(settings.token)
 
     async def __aenter__(self) -> HubSpotClient:
@@ -251,14 +255,14 @@ class HubSpotClient:
             if answer is not None:
                 self.stats.statuses[answer.status] += 1
                 limiter.observe(answer.headers, sent_at=ticket.sent_at, seq=ticket.seq)
+                answer = self._scrubbed(answer)
                 if 200 <= answer.status < 300:
                     log.debug("%s %s -> %d", method, path, answer.status)
                     if ambiguous:
                         return Response(answer.status, answer.headers, answer.body, True)
                     return answer
-                scrubbed = self._scrub(answer.body)
-                outcome = classify(answer.status, answer.headers, scrubbed)
-                error = error_for(outcome, scrubbed, what=f"{method} {path}")
+                outcome = classify(answer.status, answer.headers, answer.body)
+                error = error_for(outcome, answer.body, what=f"{method} {path}")
                 if isinstance(error, ApiError):
                     error.ambiguous = ambiguous
                 log.debug("%s %s -> %d %s", method, path, answer.status, outcome.verdict.value)
@@ -295,18 +299,41 @@ class HubSpotClient:
         body = payload if isinstance(payload, bytes) else orjson.dumps(payload)
         return await self.request("POST", path, body=body, search=search)
 
+    def _scrubbed(self, answer: Response) -> Response:
+        """The answer as callers may see it: no form of the token left in its body.
+
+        A success body (the hot path) costs one `in` per form of the token, usually one;
+        an error body, small and shown to people, always goes through `_scrub`.
+        """
+        body = answer.body
+        if 200 <= answer.status < 300 and not any(f in body for f in self._token_forms):
+            return answer
+        clean = self._scrub(body)
+        if clean == body:
+            return answer
+        return Response(answer.status, answer.headers, clean, answer.ambiguous)
+
     def _scrub(self, body: bytes) -> bytes:
-        """Remove the token (and any piece of it) from text a server sent back."""
+        """Remove the token (any form, any 8-character piece) from text a server sent."""
         for piece in self._redactions:
             if piece in body:
-                body = body.replace(piece, b"********")
-        return _TOKEN_LIKE.sub(b"********", body)
+                body = body.replace(piece, REDACTED)
+        return _TOKEN_LIKE.sub(REDACTED, body)
+
+
+def _token_forms(token: Secret) -> tuple[bytes, ...]:
+    """The whole token as it may come back: raw, JSON-escaped, percent-encoded."""
+    text = token.reveal()
+    raw = text.encode()
+    forms = {raw, orjson.dumps(text)[1:-1], raw.replace(b"/", b"\\/"),
+             urllib.parse.quote(text, safe="").encode()}
+    return tuple(sorted((f for f in forms if f), key=len, reverse=True))
 
 
 def _redactions(token: Secret) -> list[bytes]:
-    """The token and every 8-character piece of it, longest first."""
+    """Every form of the token and every 8-character piece of it, longest first."""
     raw = token.reveal().encode()
-    pieces = {raw} | {raw[i : i + 8] for i in range(max(0, len(raw) - 7))}
+    pieces = set(_token_forms(token)) | {raw[i : i + 8] for i in range(max(0, len(raw) - 7))}
     return sorted(pieces, key=len, reverse=True)
 
 

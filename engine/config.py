@@ -119,6 +119,7 @@ class ClientSettings:
             raise ConfigError("--concurrency must be at least 1")
         if self.daily_reserve < 0:
             raise ConfigError("--daily-reserve must not be negative")
+        check_token(self.token.reveal(), "the access token")
 
 
 def is_loopback_host(host: str) -> bool:
@@ -130,31 +131,95 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
+_PORT = re.compile(r"\d{1,5}")
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_USERINFO = re.compile(r"//[^/]*@")
+
+
 def check_base_url(url: str) -> str:
     """Return `url` without a trailing slash, or refuse it with a clear `ConfigError`.
 
-    https anywhere; plain http only to loopback; no userinfo, query or fragment.
+    A well-formed http(s) URL: printable ASCII, a valid host name or IP address, a port in
+    1-65535 if any; https anywhere, plain http only to loopback; no userinfo, query or
+    fragment. Refused at once: a bad URL would otherwise fail only after every retry.
     """
+    text = url.strip()
+    shown = repr(_USERINFO.sub("//***@", text))  # a password in the URL is never echoed
+    bad = _first_unprintable(text)
+    if bad is not None:
+        hint = " (write an international host name in its xn-- form)" if (
+            text[bad] > "~" and text[bad].isprintable()) else ""
+        raise ConfigError(f"base URL {shown} has {_kind(text[bad])} at position {bad + 1}"
+                          f"{hint}")
     try:
-        parts = urlsplit(url.strip())
-        port = parts.port
+        parts = urlsplit(text)
     except ValueError as exc:
-        raise ConfigError(f"base URL {url!r} is not a valid URL: {exc}") from None
-    del port
+        raise ConfigError(f"base URL {shown} is not a valid URL: {exc}") from None
     if parts.scheme not in {"http", "https"}:
-        raise ConfigError(f"base URL {url!r} must use https (or http to loopback), "
+        raise ConfigError(f"base URL {shown} must use https (or http to loopback), "
                           f"not {parts.scheme or 'no scheme'!r}")
-    if "@" in parts.netloc or parts.username is not None or parts.password is not None:
-        raise ConfigError(f"base URL {url!r} must not carry user information (the '@' part)")
-    host = parts.hostname
+    if "@" in parts.netloc:
+        raise ConfigError(f"base URL {shown} must not carry user information (the '@' part)")
+    if "?" in text or "#" in text:
+        raise ConfigError(f"base URL {shown} must not have a query or fragment")
+    host, port = _split_netloc(parts.netloc, shown)
     if not host:
-        raise ConfigError(f"base URL {url!r} has no host")
-    if parts.query or parts.fragment:
-        raise ConfigError(f"base URL {url!r} must not have a query or fragment")
+        raise ConfigError(f"base URL {shown} has no host")
+    _check_host(host, shown)
+    if port is not None and not (_PORT.fullmatch(port) and 1 <= int(port) <= 65535):
+        raise ConfigError(f"base URL {shown} is not a valid URL: port {port!r} is not "
+                          "a number from 1 to 65535")
+    if _BAD_ESCAPE.search(parts.path):
+        raise ConfigError(f"base URL {shown} is not a valid URL: '%' in its path is not "
+                          "followed by two hex digits")
     if parts.scheme == "http" and not is_loopback_host(host):
-        raise ConfigError(f"base URL {url!r}: plain http is allowed only to loopback "
+        raise ConfigError(f"base URL {shown}: plain http is allowed only to loopback "
                           "(127.0.0.0/8, ::1, localhost); use https")
-    return url.strip().rstrip("/")
+    return text.rstrip("/")
+
+
+def _first_unprintable(text: str) -> int | None:
+    """The index of the first character outside printable ASCII (space excluded)."""
+    for index, char in enumerate(text):
+        if not "!" <= char <= "~":
+            return index
+    return None
+
+
+def _kind(char: str) -> str:
+    if char == " ":
+        return "a space"
+    if char.isprintable():
+        return "a non-ASCII character"
+    return "a line break, tab or other control character"
+
+
+def _split_netloc(netloc: str, shown: str) -> tuple[str, str | None]:
+    """`host[:port]` or `[v6][:port]` -> (host, port text or None when there is no ':')."""
+    if netloc.startswith("["):
+        host, bracket, rest = netloc[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ConfigError(f"base URL {shown} is not a valid URL: bad [IPv6] host")
+        return host, rest[1:] if rest else None
+    host, colon, port = netloc.partition(":")
+    return host, port if colon else None
+
+
+def _check_host(host: str, shown: str) -> None:
+    """An IP address (IPv6 without a zone) or a DNS name of valid labels."""
+    try:
+        ipaddress.ip_address(host)
+        if "%" not in host:
+            return
+    except ValueError:
+        pass
+    name = host[:-1] if host.endswith(".") else host
+    labels = name.split(".")
+    if (len(name) > 253 or not all(_LABEL.fullmatch(label) for label in labels)
+            or labels[-1].isdigit()):
+        raise ConfigError(f"base URL {shown} is not a valid URL: {host!r} is not a valid "
+                          "host name or IP address")
 
 
 def resolve_base_url(flag: str | None, environ: Mapping[str, str] = os.environ) -> str:
@@ -162,20 +227,48 @@ def resolve_base_url(flag: str | None, environ: Mapping[str, str] = os.environ) 
 
 
 def load_token(token_file: Path | None, environ: Mapping[str, str] = os.environ) -> Secret:
-    """The access token from `--token-file` (mode 0600 only) or `HUBSPOT_ACCESS_TOKEN`."""
+    """The access token from `--token-file` (a private regular file) or `HUBSPOT_ACCESS_TOKEN`.
+
+    A file loses one trailing newline; the environment value loses surrounding blanks.
+    What is left must be non-empty printable ASCII without blanks. No message shows it.
+    """
     if token_file is not None:
-        try:
-            info = token_file.stat()
-        except OSError as exc:
-            raise ConfigError(f"token file {token_file}: {exc.strerror}") from None
-        if stat.S_IMODE(info.st_mode) & 0o077:
-            raise ConfigError(f"token file {token_file} is readable by others "
-                              f"(mode {stat.S_IMODE(info.st_mode):04o}); chmod 600 it")
-        value = token_file.read_text(encoding="utf-8").strip()
-        if not value:
-            raise ConfigError(f"token file {token_file} is empty")
+        value = _read_token_file(token_file)
+        check_token(value, f"the token in {token_file}")
         return Secret(value)
     value = environ.get(TOKEN_ENV, "").strip()
     if not value:
         raise ConfigError(f"no access token: set {TOKEN_ENV} or pass --token-file")
+    check_token(value, f"${TOKEN_ENV}")
     return Secret(value)
+
+
+def _read_token_file(path: Path) -> str:
+    try:
+        info = path.stat()
+    except OSError as exc:
+        raise ConfigError(f"token file {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(f"token file {path} is not a regular file")
+    if stat.S_IMODE(info.st_mode) & 0o077:
+        raise ConfigError(f"token file {path} is readable by others "
+                          f"(mode {stat.S_IMODE(info.st_mode):04o}); chmod 600 it")
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"token file {path}: {exc.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"token file {path} is not UTF-8 text") from None
+    return text.removesuffix("\n").removesuffix("\r")
+
+
+def check_token(value: str, what: str) -> None:
+    """Refuse an empty token or one with a blank, control or non-ASCII character."""
+    if not value:
+        raise ConfigError(f"{what} is empty")
+    bad = _first_unprintable(value)
+    if bad is not None:
+        raise ConfigError(f"{what} has {_kind(value[bad])} at position {bad + 1}; a token "
+                          "is one line of printable ASCII")

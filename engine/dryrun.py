@@ -17,14 +17,13 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import IO, Literal
+from typing import Literal
 
 import polars as pl
 
 from engine.errors import ConfigError
 from engine.mapping import MappingSpec, ResolvedMapping, resolve_mapping
 from engine.normalize import (
-    REJECT_COLUMNS,
     SOURCE_ROW,
     NormalizeOptions,
     NormalizePlan,
@@ -32,6 +31,8 @@ from engine.normalize import (
     expressions,
     normalize,
 )
+from engine.outputs import Output, escape_formulas, file_format, is_stdout, refuse_inputs
+from engine.report import rejects_frame, rejects_schema
 from engine.schema import Schema
 from engine.source import Source, SourceSpec, open_source
 
@@ -39,37 +40,39 @@ INPUTS_PER_CALL = 100
 
 
 class FrameWriter:
-    """Append frames of one fixed schema to a CSV or Parquet file, batch by batch.
+    """Append frames of one fixed schema to a CSV or Parquet output, batch by batch.
 
-    CSV is appended directly; Parquet goes to part files that are streamed into the
-    final file on `close()` (polars has no appendable Parquet writer), then removed.
+    The output is an `engine.outputs.Output` (atomic, 0600, `-` is stdout): it is in place
+    only after `close()`; `discard()` after a failure leaves any earlier file as it was.
+    CSV is appended as it comes (formula-looking text escaped); Parquet goes to part files
+    in a private temp folder that are streamed into the output on `close()` (polars has no
+    appendable Parquet writer), then removed.
     """
 
     def __init__(self, path: Path, schema: pl.Schema) -> None:
         self.path = path
         self.schema = schema
-        self.kind: Literal["csv", "parquet"] = "parquet" if path.suffix.lower() in (
-            ".parquet", ".pq") else "csv"
-        if path.suffix.lower() not in (".csv", ".parquet", ".pq"):
+        kind = "csv" if is_stdout(path) else file_format(path)
+        if kind == "ndjson" or (not is_stdout(path) and path.suffix.lower() not in (
+                ".csv", ".parquet", ".pq")):
             raise ConfigError(f"{path}: name the file .csv or .parquet")
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self.kind: Literal["csv", "parquet"] = "parquet" if kind == "parquet" else "csv"
         self.rows = 0
-        self._csv: IO[bytes] | None = None
         self._parts: list[Path] = []
         self._tmp: Path | None = None
+        self._out = Output(path)
         if self.kind == "csv":
-            self._csv = path.open("wb")
-            pl.DataFrame(schema=schema).write_csv(self._csv)
+            pl.DataFrame(schema=schema).write_csv(self._out.handle)
         else:
-            self._tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+            self._tmp = Path(tempfile.mkdtemp(prefix=".hsbulk-parts.", dir=self._out.folder))
 
     def write(self, frame: pl.DataFrame) -> None:
         if frame.height == 0:
             return
         frame = frame.select(pl.col(name).cast(dtype) for name, dtype in self.schema.items())
         self.rows += frame.height
-        if self._csv is not None:
-            frame.write_csv(self._csv, include_header=False)
+        if self.kind == "csv":
+            escape_formulas(frame).write_csv(self._out.handle, include_header=False)
             return
         assert self._tmp is not None
         part = self._tmp / f"part-{len(self._parts):06d}.parquet"
@@ -77,18 +80,26 @@ class FrameWriter:
         self._parts.append(part)
 
     def close(self) -> None:
-        if self._csv is not None:
-            self._csv.close()
-            self._csv = None
-            return
-        if self._tmp is None:
-            return
+        """Finish the file and put it in place."""
         try:
-            if self._parts:
-                pl.scan_parquet(self._parts).sink_parquet(self.path)
-            else:
-                pl.DataFrame(schema=self.schema).write_parquet(self.path)
-        finally:
+            if self.kind == "parquet":
+                if self._parts:
+                    pl.scan_parquet(self._parts).sink_parquet(self._out.handle)
+                else:
+                    pl.DataFrame(schema=self.schema).write_parquet(self._out.handle)
+        except BaseException:
+            self.discard()
+            raise
+        self._drop_parts()
+        self._out.close()
+
+    def discard(self) -> None:
+        """Drop what was written (after a failure)."""
+        self._drop_parts()
+        self._out.discard()
+
+    def _drop_parts(self) -> None:
+        if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
 
@@ -240,15 +251,21 @@ def run_dry(
     if rate_per_10s < 1:
         raise ConfigError("the rate must be at least 1 request per 10 s")
     src = source if isinstance(source, Source) else open_source(source)
+    refuse_inputs([Path(p) for p in (rejects_path, normalized_path) if p],
+                  [*src.files, src.spec.path])
     resolved, options, plan = prepare(src, schema, mapping, options or NormalizeOptions())
     valid_schema = pl.Schema({SOURCE_ROW: pl.Int64(),
                               **{name: pl.String() for name in plan.properties}})
-    originals = [c if c not in REJECT_COLUMNS else f"source:{c}" for c in src.columns]
-    reject_schema = pl.Schema({SOURCE_ROW: pl.Int64(),
-                               **{c: pl.String() for c in REJECT_COLUMNS[1:]},
-                               **{c: pl.String() for c in originals}})
+    reject_schema = pl.Schema(rejects_schema(src.columns))
     rejects_out = FrameWriter(Path(rejects_path), reject_schema) if rejects_path else None
-    valid_out = FrameWriter(Path(normalized_path), valid_schema) if normalized_path else None
+    try:
+        valid_out = (FrameWriter(Path(normalized_path), valid_schema) if normalized_path
+                     else None)
+    except BaseException:
+        if rejects_out is not None:
+            rejects_out.discard()
+        raise
+    writers = [w for w in (rejects_out, valid_out) if w is not None]
     reasons: Counter[tuple[str, str]] = Counter()
     rows_valid = rows_rejected = fields_dropped = 0
     try:
@@ -263,15 +280,15 @@ def run_dry(
                 for code, column, count in rejects.group_by("code", "column").len().rows():
                     reasons[(code, column or "")] += count
                 if rejects_out is not None:
-                    original = batch.rename(dict(zip(src.columns, originals, strict=True)))
-                    rejects_out.write(rejects.join(original, on=SOURCE_ROW, how="left",
-                                                   maintain_order="left"))
+                    rejects_out.write(rejects_frame(rejects, batch))
             if valid_out is not None:
                 valid_out.write(valid)
-    finally:
-        for writer in (rejects_out, valid_out):
-            if writer is not None:
-                writer.close()
+    except BaseException:
+        for writer in writers:
+            writer.discard()
+        raise
+    for writer in writers:
+        writer.close()
     api_calls = math.ceil(rows_valid / INPUTS_PER_CALL)
     return Plan(
         source=src.spec.path,

@@ -35,6 +35,25 @@ file without a journal row (a crash between the rename and the commit) is delete
 resume and its rows are read again. Association edges are read per record part (v4 batch
 read, 1,000 ids a call, following per-record paging) into an edge part with the same
 number, journaled on its own.
+
+Exporting into a folder again. Part numbers go on from the highest part already in the
+object's and edge tables' folders, so no run ever overwrites another's file.
+
+* An incremental export (`--since`, `--since-manifest DIR --out DIR`) adds its parts beside
+  the earlier ones and keeps them all: the folder is the first export plus every change
+  since, in part order. A record changed since an earlier run appears again in a later
+  part: a warehouse keeps, per `id`, the row of the highest part number (every part of a
+  run is numbered after every part of the runs before it). The manifest lists every part
+  file in the folder (`files`, each with its rows and the `watermark` of the run that wrote
+  it), `records`/`edges` count the rows of all of them, `runs` lists each run (watermark,
+  since, first part, rows), and `watermark` is the latest run's, for the next
+  `--since-manifest`.
+* A full export is a new snapshot: once its manifest is written, the earlier parts of its
+  datasets are deleted and the manifest lists its own files (and any other dataset's files
+  an earlier manifest listed that are still there).
+
+Until an export finishes, the folder's earlier manifest stays as it was (it still describes
+the files it lists); a crash deletes only this run's unjournaled parts and temp files.
 """
 
 from __future__ import annotations
@@ -43,7 +62,6 @@ import argparse
 import hashlib
 import itertools
 import logging
-import os
 import re
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -61,6 +79,8 @@ from engine import __version__
 from engine.checkpoint import ExportJournal, ExportPart, ExportRange
 from engine.client import HubSpotClient
 from engine.errors import ConfigError, EngineError
+from engine.interrupt import StopRequest
+from engine.outputs import escape_expr, write_frame, write_json
 from engine.report import ProgressView
 from engine.schema import ObjectType, Property, Schema, canonical_object, fetch_schema
 
@@ -76,9 +96,8 @@ SEARCH_PAGE = 200
 ASSOCIATION_READ_INPUTS = 1_000
 MANIFEST = "_manifest.json"
 ID_SPACE_END = 2**62
-_FORMULA_START = r"^[=+\-@\t\r\n]"
 _EPOCH = r"^-?\d+$"
-_PART = re.compile(r"^part-\d{5,}\.(parquet|csv)$")
+_PART = re.compile(r"^part-(\d{5,})\.(?:parquet|csv)$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d)?\s*$")
 _DURATION_S = {"ms": 0.001, "s": 1.0, None: 1.0, "m": 60.0, "min": 60.0, "h": 3600.0,
                "d": 86400.0}
@@ -232,13 +251,6 @@ def typed_expr(column: Column) -> pl.Expr:
     return e
 
 
-def escape_expr(name: str) -> pl.Expr:
-    """A text cell that a spreadsheet would run as a formula gets a leading `'`."""
-    e = pl.col(name)
-    return (pl.when(e.str.contains(_FORMULA_START)).then(pl.lit("'") + e).otherwise(e)
-            .alias(name))
-
-
 def shape_frame(raw: pl.DataFrame, columns: Sequence[Column], fmt: Format,
                 escape: bool) -> tuple[pl.DataFrame, int]:
     """Raw text columns -> the frame to write, and how many values did not parse."""
@@ -259,39 +271,23 @@ def shape_frame(raw: pl.DataFrame, columns: Sequence[Column], fmt: Format,
 
 
 def write_atomic(path: Path, frame: pl.DataFrame, fmt: Format) -> None:
-    """Temp file, fsync, rename, fsync the folder: a reader sees a whole part or none.
-
-    Not report.write_frame: CSV parts need CRLF line ends (RFC 4180), and a part's journal
-    row (synchronous=FULL) must not outlive its data on power loss.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    if fmt == "parquet":
-        frame.write_parquet(temp)
-    else:
-        frame.write_csv(temp, line_terminator="\r\n")
-    _fsync(temp)
-    os.replace(temp, path)
-    _fsync(path.parent)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_json_atomic(path: Path, body: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    temp.write_bytes(orjson.dumps(body, option=orjson.OPT_INDENT_2))
-    os.replace(temp, path)
+    """A part file by `engine.outputs`: temp file, fsync, rename, fsync the folder, so a
+    reader sees a whole part or none and a part's journal row (synchronous=FULL) never
+    outlives its data on power loss. CSV parts have CRLF line ends (RFC 4180) and are
+    escaped by `shape_frame` (number columns stay as they are)."""
+    write_frame(path, frame, fmt=fmt, escape=False,
+                line_terminator="\r\n" if fmt == "csv" else "\n")
 
 
 def write_export_summary(path: Path, summary: ExportSummary) -> None:
-    write_json_atomic(path, summary.as_dict())
+    write_json(path, summary.as_dict())
+
+
+def count_rows(path: Path) -> int:
+    """Rows of a part file (one an earlier manifest does not list)."""
+    lazy = (pl.scan_parquet(path) if path.suffix == ".parquet"
+            else pl.scan_csv(path, infer_schema=False))
+    return int(lazy.select(pl.len()).collect().item())
 
 
 EDGE_SCHEMA: dict[str, pl.DataType] = {
@@ -468,8 +464,9 @@ class _Buffer:
 
 class _Export:
     def __init__(self, client: HubSpotClient, spec: ExportSpec,
-                 progress: ProgressView | None) -> None:
+                 progress: ProgressView | None, stop: StopRequest | None = None) -> None:
         self.client = client
+        self.stop = stop or StopRequest()
         self.spec = spec
         self.progress = progress
         self.obj = canonical_object(spec.object_type)
@@ -525,8 +522,6 @@ class _Export:
             now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
             resumed, watermark = journal.open(self.spec_hash(), now)
             if journal.get("state") == "PLANNING":
-                if not resumed:
-                    (spec.out_dir / MANIFEST).unlink(missing_ok=True)
                 self.remove_orphans()
                 await self.plan()
             else:
@@ -534,7 +529,8 @@ class _Export:
                 self.total = int(journal.get("total") or 0) or None
             parts = journal.parts(str(self.obj))
             self.records_done = sum(p.rows for p in parts)
-            self.next_part = max((p.part for p in journal.parts()), default=0) + 1
+            self.next_part = max((p.part for p in journal.parts()),
+                                 default=self.first_part - 1) + 1
             ranges = [_Range.of(r) for r in journal.ranges() if r.state == "OPEN"]
             density = float(journal.get("density") or 1.0)
             self.planner = Planner(ranges, journal,
@@ -542,8 +538,12 @@ class _Export:
                                    readers=max(1, spec.partitions),
                                    page_ids=int(SEARCH_PAGE / max(density, 1e-6)))
             if self.progress is not None:
-                self.progress.start(f"export {self.obj}", self.total)
-            await self.read_all(parts)
+                self.progress.start(f"export {self.obj}", self.total,
+                                    done_before=self.records_done, unit="records")
+            with self.stop.hard_scope(on_request=True):  # parts are whole or absent
+                await self.read_all(parts)
+            if self.stop.requested:
+                return self.stopped(resumed, time.monotonic() - started)
             summary = self.finish(watermark, resumed, time.monotonic() - started)
             journal.set_state("DONE")
             return summary
@@ -552,19 +552,46 @@ class _Export:
                 self.progress.stop()
             journal.close()
 
-    def remove_orphans(self) -> None:
-        """Delete part files the journal does not know (a crash after a rename) and temps."""
-        assert self.journal is not None
-        known = {p.path for p in self.journal.parts() if p.path}
-        for dataset in [str(self.obj), *(self.edge_dataset(t) for t in self.targets)]:
+    @property
+    def datasets(self) -> list[str]:
+        return [str(self.obj), *(self.edge_dataset(t) for t in self.targets)]
+
+    def part_files(self) -> list[tuple[str, int]]:
+        """(path relative to the output folder, part number) of every part file on disk in
+        this export's dataset folders, earlier exports' included."""
+        found = []
+        for dataset in self.datasets:
             folder = self.dataset_dir(dataset)
-            if not folder.is_dir():
-                continue
-            for item in folder.iterdir():
-                relative = f"{dataset}/{item.name}"
-                temp = item.name.startswith(".part-") and ".tmp-" in item.name
-                if temp or (_PART.match(item.name) and relative not in known):
-                    item.unlink(missing_ok=True)
+            if folder.is_dir():
+                found += [(f"{dataset}/{item.name}", int(match.group(1)))
+                          for item in folder.iterdir() if (match := _PART.match(item.name))]
+        return sorted(found)
+
+    def remove_orphans(self) -> None:
+        """Delete temp files, and this export's part files that the journal does not know
+        (a crash between a rename and its commit); never an earlier export's parts.
+
+        A new export numbers its parts after every part already in its folders: the first
+        number is journaled, so a resumed export keeps it and knows its own parts.
+        """
+        assert self.journal is not None
+        journaled = self.journal.parts()
+        first = self.journal.get("first_part")
+        if first is None:
+            on_disk = max((number for _, number in self.part_files()), default=0)
+            first = str(min((p.part for p in journaled), default=on_disk + 1))
+            self.journal.set("first_part", first)
+        self.first_part = int(first)
+        known = {p.path for p in journaled if p.path}
+        for dataset in self.datasets:
+            folder = self.dataset_dir(dataset)
+            if folder.is_dir():
+                for item in folder.iterdir():
+                    if item.name.startswith(".part-") and ".tmp" in item.name:
+                        item.unlink(missing_ok=True)
+        for relative, number in self.part_files():
+            if number >= self.first_part and relative not in known:
+                (self.spec.out_dir / relative).unlink(missing_ok=True)
 
     async def plan(self) -> None:
         """Find the id bounds and journal the first ranges."""
@@ -848,9 +875,10 @@ class _Export:
         if self.progress is None:
             return
         stats = self.client.stats
-        self.progress.update(done=self.records_done, total=self.total, sent=stats.api_calls,
-                             rejected=0, retries=stats.retries, http_429=stats.http_429,
-                             description=f"export {self.obj}")
+        self.progress.update_export(read=self.records_read, written=self.records_done,
+                                    parts=self.next_part - self.first_part, total=self.total,
+                                    retries=stats.retries, http_429=stats.http_429,
+                                    description=f"export {self.obj}")
 
     # -- associations ---------------------------------------------------------------------
 
@@ -938,16 +966,81 @@ class _Export:
 
     # -- the end ----------------------------------------------------------------------------
 
-    def finish(self, watermark: str, resumed: bool, elapsed_s: float) -> ExportSummary:
-        assert self.journal is not None and self.planner is not None
-        spec = self.spec
+    def stopped(self, resumed: bool, elapsed_s: float) -> ExportSummary:
+        """The account of an export stopped before the end (no manifest: not finished)."""
+        assert self.journal is not None
         parts = self.journal.parts()
-        records = [p for p in parts if p.dataset == str(self.obj)]
-        modified = [p.max_modified for p in records if p.max_modified]
-        edges = {str(t): sum(p.rows for p in parts if p.dataset == self.edge_dataset(t))
-                 for t in self.targets}
-        since = spec.since_utc.isoformat().replace("+00:00", "Z") if spec.since_utc else None
-        manifest = {
+        stats = self.client.stats
+        return ExportSummary(
+            object=str(self.obj), out_dir=str(self.spec.out_dir), format=self.spec.format,
+            records=sum(p.rows for p in parts if p.dataset == str(self.obj)),
+            parts=len([p for p in parts if p.path]), records_read=self.records_read,
+            api_calls=stats.api_calls, search_calls=stats.search_calls,
+            list_calls=self.list_calls, association_calls=self.association_calls,
+            http_429=stats.http_429, retries=stats.retries, elapsed_s=round(elapsed_s, 3),
+            resumed=resumed, state="stopped", notes=[f"stopped: {self.stop.reason}"])
+
+    def earlier_manifest(self) -> dict[str, Any]:
+        """The manifest an earlier export left in the folder ({} if none or unreadable)."""
+        try:
+            earlier = orjson.loads((self.spec.out_dir / MANIFEST).read_bytes())
+        except (OSError, orjson.JSONDecodeError):
+            return {}
+        return earlier if isinstance(earlier, dict) else {}
+
+    def kept_files(self, earlier: dict[str, Any]) -> list[dict[str, Any]]:
+        """The earlier exports' files that stay in the folder after this one.
+
+        An incremental export (`since`) keeps every earlier part of its datasets (numbered
+        before its own); a full export replaces them (`remove_replaced`). Files of other
+        datasets that the earlier manifest lists and that are still there stay listed.
+        """
+        listed = {str(f.get("path")): f for f in earlier.get("files") or ()
+                  if isinstance(f, dict) and f.get("path")}
+        ours = set(self.datasets)
+        kept = [f for path, f in listed.items()
+                if f.get("dataset") not in ours and (self.spec.out_dir / path).is_file()]
+        if self.spec.since is not None:
+            kept += [listed.get(relative) or {
+                "dataset": relative.split("/")[0], "path": relative,
+                "rows": count_rows(self.spec.out_dir / relative)}
+                for relative, number in self.part_files() if number < self.first_part]
+        return kept
+
+    def remove_replaced(self) -> None:
+        """A full export replaces the earlier parts of its datasets: deleted once the new
+        manifest (which no longer lists them) is in place."""
+        for relative, number in self.part_files():
+            if number < self.first_part:
+                (self.spec.out_dir / relative).unlink(missing_ok=True)
+
+    def write_manifest(self, watermark: str, since: str | None, parts: list[ExportPart]
+                       ) -> None:
+        """`_manifest.json`: what the folder holds after this export (see the module
+        docstring, "Exporting into a folder again")."""
+        spec = self.spec
+        earlier = self.earlier_manifest()
+        incremental = spec.since is not None
+        this_run = [{"dataset": p.dataset, "path": p.path, "rows": p.rows,
+                     "watermark": watermark} for p in parts if p.path]
+        files = sorted(self.kept_files(earlier) + this_run,
+                       key=lambda f: (str(f.get("dataset")), str(f.get("path"))))
+        modified = [p.max_modified for p in parts
+                    if p.dataset == str(self.obj) and p.max_modified]
+        if incremental and earlier.get("max_modified_seen"):
+            modified.append(str(earlier["max_modified_seen"]))
+        runs = [r for r in earlier.get("runs") or () if isinstance(r, dict)
+                and r.get("watermark") != watermark] if incremental else []
+        if incremental and not runs and earlier.get("watermark"):
+            runs.append({"watermark": earlier["watermark"], "since": earlier.get("since"),
+                         "records": earlier.get("records")})
+        runs.append({
+            "watermark": watermark, "since": since, "full": not incremental,
+            "first_part": self.first_part,
+            "records": sum(p.rows for p in parts if p.dataset == str(self.obj)),
+            "edges": {str(t): sum(p.rows for p in parts if p.dataset == self.edge_dataset(t))
+                      for t in self.targets}})
+        write_json(spec.out_dir / MANIFEST, {
             "object": str(self.obj), "object_type_id": self.obj.type_id,
             "format": spec.format, "hsbulk": __version__,
             "columns": {"id": "id", **{c.name: c.kind for c in self.columns}},
@@ -955,12 +1048,26 @@ class _Export:
             "archived": spec.archived, "since": since,
             "lookback_s": spec.lookback.total_seconds(), "modified_property": self.modified,
             "watermark": watermark, "max_modified_seen": max(modified, default=None),
-            "records": sum(p.rows for p in records), "edges": edges,
+            "records": sum(int(f.get("rows") or 0) for f in files
+                           if f.get("dataset") == str(self.obj)),
+            "edges": {str(t): sum(int(f.get("rows") or 0) for f in files
+                                  if f.get("dataset") == self.edge_dataset(t))
+                      for t in self.targets},
             "csv_formulas_escaped": spec.format == "csv" and spec.escape_formulas,
-            "files": [{"dataset": p.dataset, "path": p.path, "rows": p.rows}
-                      for p in parts if p.path],
-        }
-        write_json_atomic(spec.out_dir / MANIFEST, manifest)
+            "runs": runs, "files": files,
+        })
+        if not incremental:
+            self.remove_replaced()
+
+    def finish(self, watermark: str, resumed: bool, elapsed_s: float) -> ExportSummary:
+        assert self.journal is not None and self.planner is not None
+        spec = self.spec
+        parts = self.journal.parts()
+        records = [p for p in parts if p.dataset == str(self.obj)]
+        edges = {str(t): sum(p.rows for p in parts if p.dataset == self.edge_dataset(t))
+                 for t in self.targets}
+        since = spec.since_utc.isoformat().replace("+00:00", "Z") if spec.since_utc else None
+        self.write_manifest(watermark, since, parts)
         stats = self.client.stats
         summary = ExportSummary(
             object=str(self.obj), out_dir=str(spec.out_dir), format=spec.format,
@@ -981,9 +1088,14 @@ class _Export:
 
 
 async def run_export(client: HubSpotClient, spec: ExportSpec, *,
-                     progress: ProgressView | None = None) -> ExportSummary:
-    """Export `spec.object_type` (and its associations) into `spec.out_dir`; resumable."""
-    return await _Export(client, spec, progress).run()
+                     progress: ProgressView | None = None,
+                     stop: StopRequest | None = None) -> ExportSummary:
+    """Export `spec.object_type` (and its associations) into `spec.out_dir`; resumable.
+
+    `stop`: asked to stop, the export stops at once (every part file is whole or absent,
+    and journaled) and returns a summary in state "stopped"; the manifest is written only
+    by a finished export."""
+    return await _Export(client, spec, progress, stop).run()
 
 
 # -- command line ---------------------------------------------------------------------------

@@ -18,7 +18,6 @@ import hashlib
 import logging
 import math
 import re
-import signal
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -53,16 +52,19 @@ from engine.errors import (
     RetryableApiError,
     TransportError,
 )
+from engine.interrupt import StopRequest
 from engine.mapping import MappingSpec, ResolvedMapping
 from engine.normalize import NormalizeOptions, NormalizePlan, normalize
 from engine.report import (
-    REJECT_SCHEMA,
-    RESULT_SCHEMA,
+    REJECT_FIELDS,
     ProgressView,
     Summary,
     frame_of,
+    rejects_frame,
+    results_frame,
     write_frame,
 )
+from engine.rerun import import_request, input_digest, stored_result
 from engine.schema import ObjectType, Schema, fetch_schema
 from engine.source import Source, SourceSpec, open_source
 
@@ -135,11 +137,83 @@ class KeyPlan:
 class StepState:
     rows_read: int = 0
     sent_rows: int = 0
-    done_rows: int = 0
+    done_rows: int = 0  # rows of answered batches (server rejects included)
     rejected_rows: int = 0
+    local_rejected_rows: int = 0  # rejected before any call (never in a batch)
     total_rows: int | None = None
     stop_reason: str | None = None
     stop_code: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class StepPlan:
+    """Everything about a step that can be settled (or refused) before any call."""
+
+    mapping: ResolvedMapping
+    options: NormalizeOptions  # with the date order detected from the file
+    plan: NormalizePlan
+    keys: KeyPlan
+    id_source: str | None  # update by record id: the column holding it
+
+
+def plan_step(spec: ImportSpec, source: Source, schema: Schema) -> StepPlan:
+    """Resolve the mapping, settle options and keys: every configuration error of a step.
+
+    Reads the input (date order detection, strict checks); shared by the import and the
+    dry run, so a dry run refuses what the real run would.
+    """
+    id_source: str | None = None
+    mapping_spec = spec.mapping
+    if spec.mode == "update" and spec.id_property in (None, RECORD_ID):
+        id_source = id_column(spec, source)
+        if id_source is None:
+            raise ConfigError("--mode update needs the record id: map a column to "
+                              "hs_object_id (--map 'Record ID=hs_object_id') or pass "
+                              "--id-property")
+        mapping_spec = _without(mapping_spec, id_source)
+    mapping, options, plan = prepare(source, schema, mapping_spec, spec.options)
+    return StepPlan(mapping, options, plan, plan_keys(spec, schema, mapping), id_source)
+
+
+def plan_keys(spec: ImportSpec, schema: Schema, mapping: ResolvedMapping) -> KeyPlan:
+    """How rows are identified; a ConfigError for what the mode cannot work with."""
+    mapped = {t.property for t in mapping.targets}
+    obj_name = spec.object_type.name or spec.object_type.type_id
+    natural = NATURAL_KEYS.get(obj_name)
+    if spec.id_property is not None:
+        prop = schema.get(spec.id_property)
+        if prop is None:
+            raise ConfigError(f"--id-property {spec.id_property!r} is not a property of "
+                              f"{spec.object_type}")
+        if not (prop.unique or prop.name == natural or prop.name == RECORD_ID):
+            raise ConfigError(
+                f"--id-property {prop.name!r} does not have unique values in "
+                f"{spec.object_type}; use {natural or 'a unique-value property'}")
+        if prop.name != RECORD_ID and prop.name not in mapped:
+            raise ConfigError(f"--id-property {prop.name!r} is not mapped from any column")
+    if spec.mode == "upsert":
+        if spec.id_property is None or spec.id_property == RECORD_ID:
+            raise ConfigError("--mode upsert needs --id-property naming a unique-value "
+                              f"property (e.g. {natural or 'a custom unique property'})")
+        return KeyPlan(spec.id_property, spec.id_property, None, spec.id_property)
+    if spec.mode == "update":
+        if spec.id_property is None or spec.id_property == RECORD_ID:
+            return KeyPlan(None, RECORD_ID, None, RECORD_ID)
+        return KeyPlan(spec.id_property, spec.id_property, None, spec.id_property)
+    if spec.id_property is not None:
+        return KeyPlan(None, None, spec.id_property, spec.id_property)
+    return KeyPlan(None, None, spec.import_key, spec.import_key)
+
+
+def id_column(spec: ImportSpec, source: Source) -> str | None:
+    """Update by record id: the source column that holds it."""
+    for src, prop in spec.mapping.pairs:
+        if prop == RECORD_ID:
+            return src
+    for header in source.columns:
+        if header.strip().lower() in ID_HEADERS:
+            return header
+    return None
 
 
 def _path(obj: ObjectType, tail: str) -> str:
@@ -211,8 +285,51 @@ class Journal:
         self._closed = True
         self._wake.set()
 
+    async def flush(self) -> None:
+        """After a hard stop: write what is deferred (answered batches' DONE)."""
+        deferred, self._deferred = self._deferred, []
+        if deferred and self._failure is None:
+            await anyio.to_thread.run_sync(self.checkpoint.apply, deferred,
+                                           limiter=self._thread)
+
     async def call(self, func: Callable[..., Any], *args: Any) -> Any:
         return await anyio.to_thread.run_sync(func, *args, limiter=self._thread)
+
+
+class KeyGate:
+    """Rows sharing a key reach HubSpot in file order.
+
+    Holds the case-folded keys of every batch sent and not yet answered; a later batch
+    holding one of them waits until that batch is answered. (A key repeated inside one
+    batch already closes the batch: see batch.Batcher.) So at most one batch holds a key
+    at a time, and memory is bounded by the batches in flight.
+    """
+
+    def __init__(self) -> None:
+        self._held: dict[str, None] = {}
+        self._freed = anyio.Event()
+
+    def __repr__(self) -> str:
+        return f"KeyGate(held={len(self._held)})"
+
+    def is_clear(self, keys: Sequence[str] | None) -> bool:
+        return keys is None or self._held.keys().isdisjoint(keys)
+
+    def hold(self, keys: Sequence[str] | None) -> None:
+        if keys is not None:
+            self._held.update(dict.fromkeys(keys))
+
+    def release(self, keys: Sequence[str] | None) -> None:
+        if keys is None:
+            return
+        for key in keys:
+            self._held.pop(key, None)
+        self._freed.set()
+        self._freed = anyio.Event()
+
+    async def wait_clear(self, keys: Sequence[str] | None) -> None:
+        while not self.is_clear(keys):
+            await self._freed.wait()
 
 
 @dataclass(slots=True)
@@ -234,8 +351,11 @@ class StepRunner:
 
     def __init__(self, client: HubSpotClient, checkpoint: SqliteCheckpoint, spec: ImportSpec,
                  *, progress: ProgressView | None = None,
-                 inline: Sequence[InlineAssociation] = ()) -> None:
+                 inline: Sequence[InlineAssociation] = (),
+                 stop: StopRequest | None = None) -> None:
         self.client = client
+        self.stop = stop or StopRequest()
+        self.gate = KeyGate()
         self.inline = tuple(inline) if spec.mode == "create" else ()
         self.checkpoint = checkpoint
         self.spec = spec
@@ -248,39 +368,13 @@ class StepRunner:
         self.batches_done: dict[int, BatchRecord] = {}
         self.resumed = False
         self.notes: list[str] = []
-        self._stopping = False
+        self._halted = False  # stopped from inside (daily quota, HubSpot unavailable)
+        self._unsent = 0  # batches journaled but dropped by a stop
+        self._produced_all = False
         self._stats_at_start = (0, 0, 0)
+        self._skipped_rows = 0  # rows of batches an earlier run finished (not this run's pace)
 
     # -- planning ---------------------------------------------------------------------
-
-    def _key_plan(self, schema: Schema, mapping: ResolvedMapping) -> KeyPlan:
-        spec = self.spec
-        mapped = {t.property for t in mapping.targets}
-        obj_name = spec.object_type.name or spec.object_type.type_id
-        natural = NATURAL_KEYS.get(obj_name)
-        if spec.id_property is not None:
-            prop = schema.get(spec.id_property)
-            if prop is None:
-                raise ConfigError(f"--id-property {spec.id_property!r} is not a property of "
-                                  f"{spec.object_type}")
-            if not (prop.unique or prop.name == natural or prop.name == RECORD_ID):
-                raise ConfigError(
-                    f"--id-property {prop.name!r} does not have unique values in "
-                    f"{spec.object_type}; use {natural or 'a unique-value property'}")
-            if prop.name != RECORD_ID and prop.name not in mapped:
-                raise ConfigError(f"--id-property {prop.name!r} is not mapped from any column")
-        if spec.mode == "upsert":
-            if spec.id_property is None or spec.id_property == RECORD_ID:
-                raise ConfigError("--mode upsert needs --id-property naming a unique-value "
-                                  f"property (e.g. {natural or 'a custom unique property'})")
-            return KeyPlan(spec.id_property, spec.id_property, None, spec.id_property)
-        if spec.mode == "update":
-            if spec.id_property is None or spec.id_property == RECORD_ID:
-                return KeyPlan(None, RECORD_ID, None, RECORD_ID)
-            return KeyPlan(spec.id_property, spec.id_property, None, spec.id_property)
-        if spec.id_property is not None:
-            return KeyPlan(None, None, spec.id_property, spec.id_property)
-        return KeyPlan(None, None, spec.import_key, spec.import_key)
 
     async def _ensure_import_key(self, schema: Schema) -> None:
         name = self.spec.import_key
@@ -306,16 +400,6 @@ class StepRunner:
         log.info("%s", message)
         self.notes.append(message)
 
-    def _id_column(self, source: Source) -> str | None:
-        """Update by record id: the source column that holds it."""
-        for src, prop in self.spec.mapping.pairs:
-            if prop == RECORD_ID:
-                return src
-        for header in source.columns:
-            if header.strip().lower() in ID_HEADERS:
-                return header
-        return None
-
     # -- the run ------------------------------------------------------------------------
 
     async def run(self) -> Summary:
@@ -325,77 +409,77 @@ class StepRunner:
         self._stats_at_start = (stats.api_calls, stats.http_429, stats.retries)
         source = open_source(spec.source)
         schema = await fetch_schema(self.client, spec.object_type)
-        id_source: str | None = None
-        mapping_spec = spec.mapping
-        if spec.mode == "update" and spec.id_property in (None, RECORD_ID):
-            id_source = self._id_column(source)
-            if id_source is None:
-                raise ConfigError("--mode update needs the record id: map a column to "
-                                  "hs_object_id (--map 'Record ID=hs_object_id') or pass "
-                                  "--id-property")
-            mapping_spec = _without(mapping_spec, id_source)
-        mapping, options, plan = await anyio.to_thread.run_sync(
-            prepare, source, schema, mapping_spec, spec.options)
-        keys = self._key_plan(schema, mapping)
+        with self.stop.hard_scope(on_request=True):  # reading only: nothing to finish
+            step = await anyio.to_thread.run_sync(plan_step, spec, source, schema,
+                                                  abandon_on_cancel=True)
+        if self.stop.requested:
+            self._stop(self.stop.reason or "interrupted", 4)
+            return await self._summary(started)
+        mapping, options, plan = step.mapping, step.options, step.plan
+        keys, id_source = step.keys, step.id_source
         if spec.mode == "create" and keys.key_property == spec.import_key:
             await self._ensure_import_key(schema)
         if options.date_order != spec.options.date_order:
             self.notes.append(f"date order {options.date_order} detected from the file")
         self.schema, self.keys = schema, keys
         spec_hash = spec.spec_hash(mapping)
-        self.job_id = spec_hash[:12]
+        digest = await anyio.to_thread.run_sync(input_digest, spec.source)
+        self.job_id = hashlib.sha256(f"{spec_hash}:{digest}".encode()).hexdigest()[:12]
         self.resumed = await self.journal.call(
-            self.checkpoint.open_job, spec.step, spec_hash,
-            {spec.step: source.fingerprint().digest})
+            self.checkpoint.open_job, spec.step, spec_hash, {spec.step: digest})
         self.batches_done = await self.journal.call(self.checkpoint.batches, spec.step)
         if self.resumed:
             self.notes.append(f"resumed from checkpoint {self.checkpoint.path}")
-        self.state.total_rows = await anyio.to_thread.run_sync(estimate_rows, source)
+        self.state.total_rows = await anyio.to_thread.run_sync(estimate_rows, source,
+                                                               abandon_on_cancel=True)
         self.progress.start(f"{spec.step} ({spec.object_type} {spec.mode})",
-                            self.state.total_rows)
+                            self.state.total_rows, done_before=sum(
+                                len(r.rows) for r in self.batches_done.values()
+                                if r.state == DONE))
         try:
             await self._pipeline(source, plan, keys, id_source)
         finally:
             self.progress.stop()
+        if self.stop.requested and not self._complete:
+            self._stop(self.stop.reason or "interrupted", 4)
         return await self._summary(started)
+
+    @property
+    def _stopping(self) -> bool:
+        return self._halted or self.stop.requested
+
+    @property
+    def _complete(self) -> bool:
+        """Every batch of the input was answered (a stop may have come too late to matter)."""
+        return self._produced_all and not self._unsent and not self.stop.forced
 
     async def _pipeline(self, source: Source, plan: NormalizePlan, keys: KeyPlan,
                         id_source: str | None) -> None:
         send, receive = anyio.create_memory_object_stream[Batch](self.spec.queue_batches)
         try:
-            async with anyio.create_task_group() as outer:
-                await outer.start(self.journal.run)
-                watch = anyio.CancelScope()
-                outer.start_soon(self._watch_signals, watch)
-                try:
-                    async with anyio.create_task_group() as tg:
-                        async with receive:
-                            for _ in range(self.spec.concurrency):
-                                tg.start_soon(self._sender, receive.clone())
-                        await self._produce(send, source, plan, keys, id_source)
-                finally:
-                    watch.cancel()
-                    self.journal.close()
+            with self.stop.hard_scope():
+                async with anyio.create_task_group() as outer:
+                    await outer.start(self.journal.run)
+                    try:
+                        async with anyio.create_task_group() as tg:
+                            async with receive:
+                                for _ in range(self.spec.concurrency):
+                                    tg.start_soon(self._sender, receive.clone())
+                            await self._produce(send, source, plan, keys, id_source)
+                    finally:
+                        self.journal.close()
         except BaseExceptionGroup as group:
             leaf = _first_engine_error(group)
             if leaf is not None:
                 raise leaf from None
             raise
-
-    async def _watch_signals(self, scope: anyio.CancelScope) -> None:
-        with scope:
-            try:
-                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                    async for signum in signals:
-                        self._stop("interrupted", 4)
-                        log.warning("received signal %d: finishing batches in flight, then "
-                                    "stopping (run the same command to resume)", signum)
-            except (NotImplementedError, ValueError):  # no signals here (not the main thread)
-                await anyio.sleep_forever()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.journal.flush()
 
     def _stop(self, reason: str, code: int) -> None:
-        if not self._stopping:
-            self._stopping = True
+        if self.state.stop_reason is None:
+            self._halted = True
             self.state.stop_reason = reason
             self.state.stop_code = code
 
@@ -430,6 +514,14 @@ class StepRunner:
                 await send.send(batch)
             block.clear()
 
+        async def admit(batch: Batch) -> None:
+            """Queue `batch` once no batch queued or in flight holds one of its keys."""
+            if not self.gate.is_clear(batch.folded):
+                await release()  # the holder may still be in this block
+                await self.gate.wait_clear(batch.folded)
+            self.gate.hold(batch.folded)
+            block.append(batch)
+
         async def read_ahead(out: anyio.abc.ObjectSendStream[
                 tuple[list[Batch], list[Reject], int]]) -> None:
             async with out:
@@ -437,7 +529,10 @@ class StepRunner:
                     chunk = await anyio.to_thread.run_sync(next_chunk)
                     if chunk is None:
                         return
-                    await out.send(chunk)
+                    try:
+                        await out.send(chunk)
+                    except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                        return  # the consumer stopped: the chunk is not needed
 
         ahead, prepared = anyio.create_memory_object_stream[
             tuple[list[Batch], list[Reject], int]](0)
@@ -449,22 +544,27 @@ class StepRunner:
                     if rejects:
                         await self.journal.commit(Transition(self.spec.step, -1, "LOCAL",
                                                              rejects=rejects))
-                        self.state.rejected_rows += len({r.source_row for r in rejects})
+                        local = len({r.source_row for r in rejects})
+                        self.state.rejected_rows += local
+                        self.state.local_rejected_rows += local
                     for batch in batches:
                         if self._stopping:
                             break
                         if self._skip_done(batch):
                             continue
-                        block.append(batch)
+                        await admit(batch)
                         if len(block) >= block_size:
                             await release()
                     if self._stopping:
                         break
                     await release()
                 if not self._stopping:
-                    block.extend(b for b in batcher.flush() if not self._skip_done(b))
+                    for batch in batcher.flush():
+                        if not self._skip_done(batch):
+                            await admit(batch)
                     await release()
-            tg.cancel_scope.cancel()  # stopping: no chunk is needed any more
+                    self._produced_all = not self._stopping
+                tg.cancel_scope.cancel()  # stopping: no chunk is needed any more
 
     def _skip_done(self, batch: Batch) -> bool:
         """True for a batch an earlier run finished (it must cover the same rows)."""
@@ -476,6 +576,7 @@ class StepRunner:
                               "rows than when it was journaled; the input or the "
                               "normalisation changed: use a new --checkpoint")
         self.state.done_rows += len(batch.rows)
+        self._skipped_rows += len(batch.rows)
         self._show()
         return True
 
@@ -554,14 +655,17 @@ class StepRunner:
     async def _sender(self, receive: anyio.abc.ObjectReceiveStream[Batch]) -> None:
         async with receive:
             async for batch in receive:
-                if self._stopping:
-                    continue  # drain without sending: the next run picks these up
                 try:
+                    if self._stopping:
+                        self._unsent += 1  # drained unsent: the next run picks it up
+                        continue
                     await self._process(batch)
                 except QuotaExhausted as exc:
                     self._stop(str(exc), 4)
                 except (RetryableApiError, TransportError) as exc:
                     self._stop(f"HubSpot unavailable after retries: {exc}", 4)
+                finally:
+                    self.gate.release(batch.folded)
 
     async def _process(self, batch: Batch) -> None:
         """Send a batch the producer journaled IN_FLIGHT; journal its outcome as DONE."""
@@ -586,10 +690,11 @@ class StepRunner:
 
     def _show(self) -> None:
         stats = self.client.stats
-        self.progress.update(done=self.state.done_rows + self.state.rejected_rows,
-                             total=self.state.total_rows, sent=self.state.sent_rows,
-                             rejected=self.state.rejected_rows, retries=stats.retries,
-                             http_429=stats.http_429, description=self.spec.step)
+        self.progress.update(done=self.state.done_rows + self.state.local_rejected_rows,
+                             done_before=self._skipped_rows, total=self.state.total_rows,
+                             sent=self.state.sent_rows, rejected=self.state.rejected_rows,
+                             retries=stats.retries, http_429=stats.http_429,
+                             description=self.spec.step)
 
     async def _send(self, batch: Batch, positions: list[int], started: float,
                     ambiguous: bool = False) -> Sent:
@@ -955,30 +1060,43 @@ def expected_calls(rows: int, batch_size: int = 100) -> int:
 
 
 async def run_import(client: HubSpotClient, checkpoint_path: Path, spec: ImportSpec, *,
-                     progress: ProgressView | None = None) -> tuple[Summary, int]:
-    """Run one step; returns the summary and the exit code it calls for."""
+                     progress: ProgressView | None = None,
+                     stop: StopRequest | None = None,
+                     restart: bool = False) -> tuple[Summary, int]:
+    """Run one step; returns the summary and the exit code it calls for.
+
+    The same input and spec as a finished run of this journal: nothing is sent, and its
+    stored summary and code come back. `restart`: a new run even so (see `begin_run`)."""
+    request = await anyio.to_thread.run_sync(import_request, spec)
     checkpoint = SqliteCheckpoint(checkpoint_path)
     try:
-        runner = StepRunner(client, checkpoint, spec, progress=progress)
+        finished = checkpoint.begin_run(request, restart=restart)
+        if finished is not None:
+            (summary,), code = stored_result(finished)
+            return summary, code
+        runner = StepRunner(client, checkpoint, spec, progress=progress, stop=stop)
         summary = await runner.run()
+        code = runner.state.stop_code or (1 if summary.rejected else 0)
+        if not runner.state.stop_code:
+            checkpoint.finish_run([summary.as_dict()], code)
     finally:
         checkpoint.close()
-    if runner.state.stop_code:
-        return summary, runner.state.stop_code
-    return summary, 1 if summary.rejected else 0
+    return summary, code
 
 
 def write_outputs(checkpoint_path: Path, spec: ImportSpec, *, results: Path | None,
                   rejects: Path | None) -> None:
-    """Results (source_row, id, action) and rejects (with the original fields) files."""
+    """The results file (source_row, the key, id, action) and the rejects file (hsbulk_*
+    reasons, then the original fields), by `engine.outputs` (see engine/report.py)."""
     if results is None and rejects is None:
         return
     checkpoint = SqliteCheckpoint(checkpoint_path)
     try:
         if results is not None:
-            write_frame(results, frame_of(checkpoint.iter_results(spec.step), RESULT_SCHEMA))
+            key = spec.id_property or (spec.import_key if spec.mode == "create" else RECORD_ID)
+            write_frame(results, results_frame(checkpoint.iter_keyed_results(spec.step), key))
         if rejects is not None:
-            table = frame_of(checkpoint.iter_rejects(spec.step), REJECT_SCHEMA)
+            table = frame_of(checkpoint.iter_rejects(spec.step), REJECT_FIELDS)
             write_frame(rejects, _with_original_fields(table, spec))
     finally:
         checkpoint.close()
@@ -987,14 +1105,13 @@ def write_outputs(checkpoint_path: Path, spec: ImportSpec, *, results: Path | No
 def _with_original_fields(rejects: pl.DataFrame, spec: ImportSpec) -> pl.DataFrame:
     """Join each reject with its row as read (one more streaming pass, rejects only)."""
     if rejects.height == 0:
-        return rejects
+        return rejects_frame(rejects, pl.DataFrame(
+            schema={ROW: pl.Int64, **dict.fromkeys(open_source(spec.source).columns,
+                                                    pl.String)}))
     wanted = rejects.get_column(ROW).unique().implode()
     source = open_source(spec.source)
     originals = [frame.filter(pl.col(ROW).cast(pl.Int64).is_in(wanted))
                  for frame in source.batches(check=False)]
     rows = pl.concat([f.with_columns(pl.col(ROW).cast(pl.Int64)) for f in originals],
                      how="vertical_relaxed") if originals else None
-    if rows is None or rows.height == 0:
-        return rejects
-    clashing = {c: f"source.{c}" for c in rows.columns if c in rejects.columns and c != ROW}
-    return rejects.join(rows.rename(clashing), on=ROW, how="left", maintain_order="left")
+    return rejects_frame(rejects, rows)

@@ -15,6 +15,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import anyio
+
 from engine.associations import AssociationRule, inline_association, write_associations
 from engine.checkpoint import SqliteCheckpoint
 from engine.client import HubSpotClient
@@ -27,9 +29,11 @@ from engine.importer import (
     StepRunner,
     write_outputs,
 )
+from engine.interrupt import StopRequest
 from engine.mapping import MappingSpec
 from engine.normalize import NormalizeOptions
 from engine.report import REJECT_SCHEMA, ProgressView, Summary, frame_of, write_frame
+from engine.rerun import job_request, stored_result
 from engine.schema import canonical_object, fetch_schema
 from engine.source import SourceSpec, open_source
 
@@ -273,13 +277,24 @@ async def ensure_properties(client: HubSpotClient, step: Step) -> list[str]:
     return created
 
 
-async def run_job(client: HubSpotClient, job: Job, *,
-                  progress: ProgressView | None = None) -> tuple[list[Summary], int]:
-    """Run every step in order, each followed by its associations; resumable as a whole."""
+async def run_job(client: HubSpotClient, job: Job, *, progress: ProgressView | None = None,
+                  stop: StopRequest | None = None,
+                  restart: bool = False) -> tuple[list[Summary], int]:
+    """Run every step in order, each followed by its associations; resumable as a whole.
+
+    `stop`: asked to stop, the running step finishes what is in flight and the job
+    returns with code 4 (resumable). A job that finished with these inputs and this job
+    file sends nothing and returns its stored summaries and code; `restart` runs it anew
+    (an unfinished run is abandoned and kept readable)."""
+    stop = stop or StopRequest()
+    request = await anyio.to_thread.run_sync(job_request, job)
     checkpoint = SqliteCheckpoint(job.checkpoint)
     summaries: list[Summary] = []
     code = 0
     try:
+        finished = checkpoint.begin_run(request, restart=restart)
+        if finished is not None:
+            return stored_result(finished)
         for step in job.steps:
             calls_before = client.stats.api_calls
             notes = await ensure_properties(client, step)
@@ -291,7 +306,8 @@ async def run_job(client: HubSpotClient, job: Job, *,
                         client, checkpoint, spec.object_type, open_source(spec.source), rule)
                     inline.append(InlineAssociation(rule.column, kind.category, kind.type_id,
                                                     ids))
-            runner = StepRunner(client, checkpoint, spec, progress=progress, inline=inline)
+            runner = StepRunner(client, checkpoint, spec, progress=progress, inline=inline,
+                                stop=stop)
             summary = await runner.run()
             summary.notes[:0] = notes
             summary.api_calls = client.stats.api_calls - calls_before  # + preparation
@@ -303,9 +319,14 @@ async def run_job(client: HubSpotClient, job: Job, *,
             before = stats.api_calls
             try:
                 for rule in step.associations:
-                    outcome = await write_associations(
-                        client, checkpoint, step=step.name, obj=spec.object_type,
-                        source=open_source(spec.source), rule=rule, inline=bool(inline))
+                    with stop.hard_scope():
+                        outcome = await write_associations(
+                            client, checkpoint, step=step.name, obj=spec.object_type,
+                            source=open_source(spec.source), rule=rule, inline=bool(inline),
+                            stop=stop)
+                    if stop.requested:
+                        summary.state, summary.stop_reason = "stopped", stop.reason
+                        return summaries, 4
                     summary.associations += outcome.edges
                     summary.association_rejects += outcome.rejected_rows
             except (QuotaExhausted, RetryableApiError, TransportError) as exc:
@@ -316,16 +337,38 @@ async def run_job(client: HubSpotClient, job: Job, *,
                 summary.api_calls += summary.association_calls
             if summary.association_rejects:
                 code = max(code, 1)
+        checkpoint.finish_run([s.as_dict() for s in summaries], code)
     finally:
         checkpoint.close()
     return summaries, code
 
 
+def report_paths(job: Job, folder: Path) -> dict[str, tuple[Path, Path, Path]]:
+    """Per step: its results, rejects and association rejects files in `folder`."""
+    return {step.name: (folder / f"{step.name}.results.csv",
+                        folder / f"{step.name}.rejects.csv",
+                        folder / f"{step.name}.association_rejects.csv")
+            for step in job.steps}
+
+
+def job_files(job: Job, reports: Path | None) -> tuple[list[Path], list[Path | str]]:
+    """(the report files the job writes into `reports`, every file it reads: the job file,
+    its journal, each step's source and mapping file), for `outputs.refuse_inputs`."""
+    written = [path for paths in report_paths(job, reports).values() for path in paths
+               ] if reports is not None else []
+    read: list[Path | str] = [job.path, job.checkpoint,
+                              *(step.spec.source.path for step in job.steps),
+                              *(step.spec.mapping.file for step in job.steps
+                                if step.spec.mapping.file is not None)]
+    return written, read
+
+
 def write_reports(job: Job, folder: Path) -> None:
-    """Per step: results, rejects, and association rejects files (CSV)."""
+    """Per step: results, rejects, and association rejects files (CSV, `engine.outputs`)."""
+    paths = report_paths(job, folder)
     for step in job.steps:
-        write_outputs(job.checkpoint, step.spec, results=folder / f"{step.name}.results.csv",
-                      rejects=folder / f"{step.name}.rejects.csv")
+        results, rejects, association_rejects = paths[step.name]
+        write_outputs(job.checkpoint, step.spec, results=results, rejects=rejects)
         checkpoint = SqliteCheckpoint(job.checkpoint)
         try:
             rows = [row for rule in step.associations
@@ -334,5 +377,4 @@ def write_reports(job: Job, folder: Path) -> None:
         finally:
             checkpoint.close()
         if rows:
-            write_frame(folder / f"{step.name}.association_rejects.csv",
-                        frame_of([rows], REJECT_SCHEMA))
+            write_frame(association_rejects, frame_of([rows], REJECT_SCHEMA))

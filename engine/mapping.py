@@ -14,6 +14,11 @@ Mapping file::
 
     [constants]
     hs_lead_status = "NEW"
+
+Columns named `hsbulk_*` are hsbulk's own (the reasons a rejects file adds to each row, so
+that a fixed rejects file imports again with the same command): they are never matched to
+a property, never listed as unmapped (nor refused by `strict_columns`), and mapping one
+explicitly is a `ConfigError`.
 """
 
 from __future__ import annotations
@@ -34,6 +39,12 @@ CheckboxMode = Literal["replace", "append"]
 EmptyMode = Literal["skip", "clear"]
 
 _COLUMN_OPTION_KEYS = frozenset({"property", "checkbox", "separators", "date_order", "empty"})
+RESERVED_PREFIX = "hsbulk_"
+
+
+def is_reserved(column: str) -> bool:
+    """An `hsbulk_*` column: hsbulk's own annotation, never a property's value."""
+    return column.strip().lower().startswith(RESERVED_PREFIX)
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +255,10 @@ def resolve_mapping(spec: MappingSpec, headers: Iterable[str], schema: Schema) -
         if column in spec.reserved:
             errors.append(f"column {column!r} is reserved for associations")
             continue
+        if is_reserved(column):
+            errors.append(f"column {column!r} is hsbulk's own (a rejects file's reason "
+                          f"columns start with {RESERVED_PREFIX!r}) and is never imported")
+            continue
         if check_target(prop_name, f"column {column!r}"):
             claim(prop_name, f"column {column!r}")
             targets.append(Target(prop_name, column=column, options=options))
@@ -256,7 +271,7 @@ def resolve_mapping(spec: MappingSpec, headers: Iterable[str], schema: Schema) -
     unmapped: list[str] = []
     notes: list[str] = []
     for header in headers:
-        if header in mapped_columns or header in spec.reserved:
+        if header in mapped_columns or header in spec.reserved or is_reserved(header):
             continue
         prop, note = _match_header(header, schema) if spec.auto else (None, None)
         if note:

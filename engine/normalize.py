@@ -21,6 +21,9 @@ evaluated is a matter of cost only, never of result (tests/test_normalize_paths.
   whole rule, with its reasons, runs only on the rows they all leave (`_Rule.tiers`).
 DST: a naive datetime that falls in a spring-forward gap is rejected (INVALID_DATETIME);
 one that is ambiguous (autumn) is read as the earlier instant (summer time).
+
+A value holding a NUL character is invalid for every property type (HubSpot cannot store
+it; a source keeps it as read so that it is reported, never sent): INVALID_CHARACTER.
 """
 
 from __future__ import annotations
@@ -739,6 +742,53 @@ def _outcomes(frame: pl.DataFrame, plan: NormalizePlan) -> dict[int, _Outcome]:
     return outcomes
 
 
+def _without_nul(frame: pl.DataFrame, columns: Sequence[str],
+                 ) -> tuple[pl.DataFrame, dict[str, tuple[pl.Series, pl.DataFrame]]]:
+    """`frame` with every cell that holds a NUL character emptied, and per such column the
+    rows hit and their (source_row, value, position). No property type accepts a NUL (HubSpot
+    cannot store one): it is a reject of its own, whatever the rule would have said."""
+    present = [c for c in columns if c in frame.columns]
+    if not present or frame.height == 0:
+        return frame, {}
+    # One search per column over its values joined (a test per value costs 4x more).
+    hits = frame.select(pl.col(c).str.join("").str.contains("\x00", literal=True)
+                        for c in present).row(0)
+    cells: dict[str, tuple[pl.Series, pl.DataFrame]] = {}
+    for column, hit in zip(present, hits, strict=True):
+        if not hit:
+            continue
+        mask = frame.get_column(column).str.contains("\x00", literal=True).fill_null(False)
+        cells[column] = (mask, frame.filter(mask).select(
+            SOURCE_ROW, pl.col(column).alias("value"),
+            (pl.col(column).str.find("\x00", literal=True) + 1).cast(pl.String).alias("at")))
+    if cells:
+        frame = frame.with_columns(pl.when(~mask).then(pl.col(c)).alias(c)
+                                   for c, (mask, _) in cells.items())
+    return frame, cells
+
+
+def _with_nul_rejects(outcomes: dict[int, _Outcome], plan: NormalizePlan,
+                      cells: dict[str, tuple[pl.Series, pl.DataFrame]]) -> dict[int, _Outcome]:
+    """Each rule of a column with NUL cells: those rows bad, with an INVALID_CHARACTER reason
+    (the emptied cell gave no output and no reason of its own)."""
+    patched = dict(outcomes)
+    for rule in plan.rules:
+        if rule.target.column not in cells:
+            continue
+        mask, rows = cells[rule.target.column]
+        outcome = outcomes[rule.index]
+        reasons = rows.select(SOURCE_ROW, "value", pl.lit("INVALID_CHARACTER").alias("code"),
+                              pl.concat_str(pl.lit(f"value of {rule.prop.name} holds a NUL "
+                                                   "character (at character "), pl.col("at"),
+                                            pl.lit("); HubSpot cannot store it: remove it"))
+                              .alias("message"))
+        if outcome.rejects is not None:
+            reasons = pl.concat([outcome.rejects, reasons.cast(outcome.rejects.schema)])
+        patched[rule.index] = _Outcome(outcome.out, (outcome.bad | mask).alias(rule.b),
+                                       reasons)
+    return patched
+
+
 def _final(rule: _Rule) -> pl.Expr:
     if rule.empty == "clear":  # no value (and not an invalid one): send "" to clear
         return (pl.when(pl.col(rule.o).is_null() & ~pl.col(rule.b)).then(pl.lit(""))
@@ -759,7 +809,10 @@ def normalize(frame: pl.DataFrame, plan: NormalizePlan) -> tuple[pl.DataFrame, p
     if SOURCE_ROW not in frame.columns:
         raise ValueError(f"normalize needs a {SOURCE_ROW!r} column")
     frame = frame.with_columns(pl.col(SOURCE_ROW).cast(pl.Int64))
+    frame, nul_cells = _without_nul(frame, plan.source_columns)
     outcomes = _outcomes(frame, plan)
+    if nul_cells:
+        outcomes = _with_nul_rejects(outcomes, plan, nul_cells)
     work_lazy = frame.select(SOURCE_ROW).with_columns(
         *(outcomes[r.index].out.alias(r.o) for r in rules),
         *(outcomes[r.index].bad.alias(r.b) for r in rules)).lazy()

@@ -1,22 +1,32 @@
 """What a run tells its user: results and rejects files, the summary JSON, progress.
 
-Files are CSV or Parquet by extension and are written to a temporary name, then renamed,
-so a reader never sees half a file. Progress is a live rich bar on a terminal and a plain
-log line every few seconds otherwise.
+Files are CSV or Parquet by extension, written by `engine.outputs` (atomic, 0600, `-` is
+stdout, CSV formulas escaped). Progress is a live rich bar on a terminal and a plain log
+line every few seconds otherwise.
+
+File contracts:
+
+* results: `source_row`, the natural key, `id`, `action`. The key column is named after
+  the property that identifies records in the journal (`email` for `--id-property email`,
+  `hs_object_id` for updates by record id, the import key property for creates without
+  `--id-property`), or `key` where that name would clash with another column.
+* rejects: `hsbulk_source_row`, `hsbulk_column`, `hsbulk_value`, `hsbulk_code`,
+  `hsbulk_message`, then the rejected row's original columns, so that a fixed rejects file
+  imports again with the same command (`hsbulk_*` columns are never mapped to properties,
+  and the `hsbulk_*` columns of an input that was itself a rejects file are replaced).
 """
 
 from __future__ import annotations
 
 import logging
-import os
+import math
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
 import polars as pl
 from rich.console import Console
 from rich.progress import (
@@ -26,40 +36,53 @@ from rich.progress import (
     TaskID,
     TextColumn,
     TimeElapsedColumn,
-    TimeRemainingColumn,
 )
 from rich.table import Table
+
+from engine.mapping import is_reserved
+from engine.outputs import write_frame as write_frame
+from engine.outputs import write_json
 
 log = logging.getLogger("hsbulk")
 
 RESULT_SCHEMA = {"source_row": pl.Int64(), "id": pl.String(), "action": pl.String()}
-REJECT_SCHEMA = {"source_row": pl.Int64(), "column": pl.String(), "value": pl.String(),
-                 "code": pl.String(), "message": pl.String()}
+SOURCE_ROW = "source_row"
+# A reject as the journal and normalize hold it, and the column each becomes in a file.
+REJECT_FIELDS: dict[str, pl.DataType] = {
+    SOURCE_ROW: pl.Int64(), "column": pl.String(), "value": pl.String(),
+    "code": pl.String(), "message": pl.String()}
+REJECT_COLUMNS = {name: f"hsbulk_{name}" for name in REJECT_FIELDS}
+REJECT_SCHEMA: dict[str, pl.DataType] = {REJECT_COLUMNS[name]: dtype
+                                         for name, dtype in REJECT_FIELDS.items()}
 
 
-def file_format(path: Path) -> str:
-    suffix = path.suffix.lower()
-    if suffix in {".csv", ".txt"}:
-        return "csv"
-    if suffix in {".parquet", ".pq"}:
-        return "parquet"
-    if suffix in {".ndjson", ".jsonl"}:
-        return "ndjson"
-    return "csv"
+def results_frame(rows: Iterable[Sequence[Any]], key_property: str) -> pl.DataFrame:
+    """(source_row, key, id, action) rows -> the results file's frame (see the docstring)."""
+    key = key_property if key_property not in RESULT_SCHEMA else "key"
+    schema: dict[str, pl.DataType] = {SOURCE_ROW: pl.Int64(), key: pl.String(),
+                                      "id": pl.String(), "action": pl.String()}
+    return frame_of(rows, schema)
 
 
-def write_frame(path: Path, frame: pl.DataFrame) -> None:
-    """Write `frame` to `path` (format by extension) through a temp file + rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    kind = file_format(path)
-    if kind == "parquet":
-        frame.write_parquet(temp)
-    elif kind == "ndjson":
-        frame.write_ndjson(temp)
-    else:
-        frame.write_csv(temp)
-    os.replace(temp, path)
+def rejects_frame(rejects: pl.DataFrame, originals: pl.DataFrame | None = None
+                  ) -> pl.DataFrame:
+    """Rejects named as `REJECT_FIELDS` -> the `hsbulk_*` columns, then each row's original
+    fields from `originals` (`source_row` + the input's columns, less its `hsbulk_*` ones
+    when the input was itself a rejects file)."""
+    named = rejects.select(pl.col(name).cast(dtype).alias(REJECT_COLUMNS[name])
+                           for name, dtype in REJECT_FIELDS.items())
+    if originals is None:
+        return named
+    row = REJECT_COLUMNS[SOURCE_ROW]
+    keep = [c for c in originals.columns if c != SOURCE_ROW and not is_reserved(c)]
+    fields = originals.select(pl.col(SOURCE_ROW).cast(pl.Int64).alias(row), *keep)
+    return named.join(fields, on=row, how="left", maintain_order="left")
+
+
+def rejects_schema(columns: Iterable[str]) -> dict[str, pl.DataType]:
+    """The schema `rejects_frame` gives for an input with these columns (all text)."""
+    return {**REJECT_SCHEMA, **{c: pl.String() for c in columns
+                                if c != SOURCE_ROW and not is_reserved(c)}}
 
 
 def frame_of(rows: Iterable[Sequence[Any]], schema: dict[str, pl.DataType]) -> pl.DataFrame:
@@ -110,10 +133,7 @@ def write_summary(path: Path, summaries: Sequence[Summary], **extra: Any) -> Non
     body: dict[str, Any] = {**totals, "steps": [s.as_dict() for s in summaries], **extra}
     if len(summaries) == 1:
         body = {**summaries[0].as_dict(), **extra}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    temp.write_bytes(orjson.dumps(body, option=orjson.OPT_INDENT_2))
-    os.replace(temp, path)
+    write_json(path, body)
 
 
 def render_summaries(summaries: Sequence[Summary]) -> Table:
@@ -132,63 +152,103 @@ def render_summaries(summaries: Sequence[Summary]) -> Table:
 
 
 class ProgressView:
-    """A live bar on a terminal, periodic log lines elsewhere (or nothing with quiet)."""
+    """A live bar on a terminal, periodic log lines elsewhere (or nothing with quiet).
 
-    def __init__(self, *, quiet: bool = False, interval_s: float = 5.0,
-                 console: Console | None = None) -> None:
+    Honest on resume: rows (records) an earlier run finished move the bar but not the rate,
+    so the rate and the ETA are this run's own pace over what is left. `start` places the
+    bar; `update` reports an import, `update_export` an export (records read, part files
+    written). Off a terminal a line is logged at most every `interval_s` of `clock`
+    (default `default_interval_s`, which tests may lower for every view of a run).
+    """
+
+    default_interval_s = 5.0
+
+    def __init__(self, *, quiet: bool = False, interval_s: float | None = None,
+                 console: Console | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.console = console or Console(stderr=True)
         self.live = not quiet and self.console.is_terminal
         self.quiet = quiet
-        self.interval_s = interval_s
-        self._last_log = 0.0
+        self.interval_s = self.default_interval_s if interval_s is None else interval_s
+        self.clock = clock
+        self._last_log = -math.inf
         self._progress: Progress | None = None
         self._task: TaskID | None = None
-        self._started = time.monotonic()
+        self._started = clock()
 
-    def start(self, description: str, total: int | None) -> None:
-        self._started = time.monotonic()
+    def start(self, description: str, total: int | None, done_before: int = 0,
+              unit: str = "rows") -> None:
+        """A new bar at `done_before` of `total` (rows an earlier run finished)."""
+        self._started = self.clock()
+        self._last_log = -math.inf
         if self.live:
             self._progress = Progress(
                 TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                console=self.console, transient=False,
+                TextColumn("{task.fields[stats]}"), TimeElapsedColumn(),
+                TextColumn("{task.fields[eta]}"), console=self.console, transient=False,
             )
             self._progress.start()
-            self._task = self._progress.add_task(description, total=total, stats="")
+            self._task = self._progress.add_task(description, total=total,
+                                                 completed=done_before, stats="", eta="")
         elif not self.quiet:
-            log.info("%s: started%s", description,
-                     f" ({total:,} rows)" if total is not None else "")
+            size = f"{total:,} {unit}" if total is not None else ""
+            before = f"{done_before:,} done before" if done_before else ""
+            detail = ", ".join(p for p in (size, before) if p)
+            log.info("%s: started%s", description, f" ({detail})" if detail else "")
 
     def update(self, *, done: int, total: int | None, sent: int, rejected: int, retries: int,
-               http_429: int, description: str) -> None:
+               http_429: int, description: str, done_before: int = 0) -> None:
+        """An import: `done` rows settled (sent or rejected), `done_before` of them by an
+        earlier run; `sent` rows sent by this run."""
         if self.quiet:
             return
-        elapsed = max(time.monotonic() - self._started, 1e-9)
-        rate = done / elapsed
-        stats = (f"{rate:,.0f} rows/s sent {sent:,} rejected {rejected:,} "
-                 f"retries {retries:,} 429s {http_429:,}")
-        if self._progress is not None and self._task is not None:
-            self._progress.update(self._task, completed=done, total=total, stats=stats)
+        rate = self._rate(done - done_before)
+        stats = (f"{rate:,.0f} rows/s, sent {sent:,}, rejected {rejected:,}, "
+                 f"retries {retries:,}, 429s {http_429:,}")
+        self._show(description, done, total, "rows", stats, rate)
+
+    def update_export(self, *, read: int, written: int, parts: int, total: int | None,
+                      retries: int, http_429: int, description: str) -> None:
+        """An export: `read` records read by this run, `written` records in `parts` part
+        files (earlier runs' too)."""
+        if self.quiet:
             return
-        now = time.monotonic()
-        if self.quiet or now - self._last_log < self.interval_s:
-            return
-        self._last_log = now
-        eta = ""
-        if total and rate > 0:
-            eta = f", ETA {max(total - done, 0) / rate:,.0f}s"
-        log.info("%s: %s/%s rows, %s%s", description, f"{done:,}",
-                 f"{total:,}" if total is not None else "?", stats, eta)
+        rate = self._rate(read)
+        stats = (f"read {read:,} ({rate:,.0f} records/s), {parts:,} part files, "
+                 f"retries {retries:,}, 429s {http_429:,}")
+        self._show(description, written, total, "records written", stats, rate)
 
     def stop(self) -> None:
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
 
+    def _rate(self, fresh: int) -> float:
+        """Units per second done by this run since `start`."""
+        return max(fresh, 0) / max(self.clock() - self._started, 1e-9)
 
-def print_table(table: Table, *, quiet: bool = False) -> None:
+    def _show(self, description: str, done: int, total: int | None, unit: str, stats: str,
+              rate: float) -> None:
+        eta = ""
+        if total and rate > 0:
+            eta = f"ETA {max(total - done, 0) / rate:,.0f}s"
+        if self._progress is not None and self._task is not None:
+            self._progress.update(self._task, completed=done, total=total, stats=stats, eta=eta)
+            return
+        now = self.clock()
+        if now - self._last_log < self.interval_s:
+            return
+        self._last_log = now
+        log.info("%s: %s/%s %s, %s%s", description, f"{done:,}",
+                 f"{total:,}" if total is not None else "?", unit, stats,
+                 f", {eta}" if eta else "")
+
+
+def print_table(table: Table, *, quiet: bool = False, stderr: bool = False) -> None:
+    """The summary table on stdout (on stderr when stdout carries an output file)."""
     if not quiet:
-        console = Console(file=sys.stdout)
+        stream = sys.stderr if stderr else sys.stdout
+        console = Console(file=stream)
         if not console.is_terminal:
-            console = Console(file=sys.stdout, width=140)
+            console = Console(file=stream, width=140)
         console.print(table)

@@ -22,6 +22,22 @@ no data: they are skipped and counted in `stats.blank_rows`.
 CSV files are read in blocks of a few MB cut at record ends (`_blocks`), each parsed by
 polars with the same options as a scan of the whole file: memory stays bounded by the block
 and batch sizes (polars' streaming CSV scan reads hundreds of MB ahead of its consumer).
+Lines end with LF (a CR before it is not data), or with CR alone in a file that has no LF
+in its first MB (old Mac files; a LF found later refuses the file). A NUL byte in a field is
+read as is: normalisation rejects that row (INVALID_CHARACTER, naming row and column).
+
+NDJSON: every value is read as text, never through a schema inferred from the first rows:
+strings as they are, numbers as written (`1.50`, 20-digit integers), booleans `true`/`false`,
+objects and arrays as their JSON text. Opening the file reads every line once (its columns
+are the keys of all lines, in the order first seen): a line that is not one JSON object
+refuses the file before anything is sent (`SourceError` with row and byte offset). Parquet
+columns are turned into text by type (`_as_text`).
+
+The input is read as it was fingerprinted: `fingerprint()` (also taken when the source is
+opened) fixes how many bytes of each file are read, so rows appended while a run reads the
+file are left for the next run (whose fingerprint covers them). A file rewritten in place is
+fingerprinted again before the next read. Any failure to read (permissions, I/O, a folder or
+a pipe given as input) is a `SourceError` naming the file (and the row, mid-file).
 """
 
 from __future__ import annotations
@@ -29,11 +45,16 @@ from __future__ import annotations
 import codecs
 import glob as globbing
 import hashlib
+import io
+import re
+import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
+import msgspec
 import polars as pl
 
 from engine.errors import SourceError
@@ -101,15 +122,60 @@ class SourceStats:
     files_done: int = 0
 
 
-def _file_fingerprint(path: Path) -> FileFingerprint:
-    info = path.stat()
+def _sample_sha256(path: Path, size: int) -> str:
+    """A hash of the head and the tail of the first `size` bytes of `path` (bytes written
+    after them are never looked at: a file that only grew keeps its sample)."""
     h = hashlib.sha256()
     with path.open("rb") as f:
-        h.update(f.read(_HASH_BYTES))
-        if info.st_size > 2 * _HASH_BYTES:
-            f.seek(info.st_size - _HASH_BYTES)
-        h.update(f.read(_HASH_BYTES))
-    return FileFingerprint(str(path), info.st_size, info.st_mtime_ns, h.hexdigest())
+        h.update(f.read(min(size, _HASH_BYTES)))
+        if size > 2 * _HASH_BYTES:
+            f.seek(size - _HASH_BYTES)
+        h.update(f.read(max(0, min(size - f.tell(), _HASH_BYTES))))
+    return h.hexdigest()
+
+
+def _file_fingerprint(path: Path) -> FileFingerprint:
+    try:
+        info = path.stat()
+        return FileFingerprint(str(path), info.st_size, info.st_mtime_ns,
+                               _sample_sha256(path, info.st_size))
+    except OSError as exc:
+        raise _unreadable(path, exc) from None
+
+
+def _holds(fingerprint: FileFingerprint) -> bool:
+    """True while the bytes a fingerprint covers are still there (the file may have grown)."""
+    path = Path(fingerprint.path)
+    try:
+        return (path.stat().st_size >= fingerprint.size
+                and _sample_sha256(path, fingerprint.size) == fingerprint.sample_sha256)
+    except OSError as exc:
+        raise _unreadable(path, exc) from None
+
+
+def _unreadable(path: Path, exc: OSError, row: int | None = None) -> SourceError:
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    return SourceError(f"cannot read the file: {reason}", path=str(path), row=row)
+
+
+def _regular_file(path: Path) -> Path:
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise SourceError("no such file", path=str(path)) from None
+    except NotADirectoryError:
+        raise SourceError("no such file (a folder in the path is a file)",
+                          path=str(path)) from None
+    except OSError as exc:
+        raise _unreadable(path, exc) from None
+    if stat.S_ISDIR(mode):
+        raise SourceError("is a folder, not a file: name a file or a glob such as "
+                          "'folder/*.csv'", path=str(path))
+    if not stat.S_ISREG(mode):
+        raise SourceError("is not a regular file (a pipe, socket or device cannot be read "
+                          "twice, and an import reads its input more than once)",
+                          path=str(path))
+    return path
 
 
 def _resolve_files(pattern: str) -> tuple[Path, ...]:
@@ -118,11 +184,8 @@ def _resolve_files(pattern: str) -> tuple[Path, ...]:
                       if Path(p).is_file())
         if not files:
             raise SourceError(f"no file matches {pattern!r}")
-        return files
-    path = Path(pattern)
-    if not path.is_file():
-        raise SourceError("no such file", path=pattern)
-    return (path,)
+        return tuple(_regular_file(p) for p in files)
+    return (_regular_file(Path(pattern)),)
 
 
 # --- a byte-level CSV walker for error paths only -------------------------------------------
@@ -136,8 +199,9 @@ class _Walk:
     open_quote: int | None = None                     # set when the data ended inside quotes
 
 
-def _walk_record(data: bytes, delim: int, quote: int, start: int = 0) -> _Walk:
-    """Fields of the one record that starts at `data[start]` (RFC 4180, quote at field start)."""
+def _walk_record(data: bytes, delim: int, quote: int, start: int = 0, eol: int = 10) -> _Walk:
+    """Fields of the one record that starts at `data[start]` (RFC 4180, quote at field start);
+    records end at `eol` (LF, where a CR before it is not data; or CR in a CR-only file)."""
     walk = _Walk()
     i, n = start, len(data)
     field_start = i
@@ -166,8 +230,9 @@ def _walk_record(data: bytes, delim: int, quote: int, start: int = 0) -> _Walk:
             field_start = i
             walk.starts.append(i)
             continue
-        if byte == 10:
-            walk.ends.append(i - 1 if i > field_start and data[i - 1] == 13 else i)
+        if byte == eol:
+            walk.ends.append(i - 1 if eol == 10 and i > field_start and data[i - 1] == 13
+                             else i)
             walk.end = i + 1
             return walk
         i += 1
@@ -182,17 +247,21 @@ def _read_at(path: Path, offset: int, size: int) -> bytes:
         return f.read(size)
 
 
-def _blocks(path: Path, start: int, quote: bytes | None) -> Iterator[bytes]:
-    """The file from byte `start` in pieces of about `_BLOCK_BYTES`, each cut just after a
-    line end (one outside quotes when `quote` is given: quotes pair up, as the pre-scan
-    counts them), the last one at the end of the file. A record longer than a block is
-    held over whole (each byte is looked at once)."""
+def _blocks(path: Path, start: int, end: int, quote: bytes | None,
+            eol: bytes = b"\n") -> Iterator[bytes]:
+    """Bytes `start` to `end` of the file in pieces of about `_BLOCK_BYTES`, each cut just
+    after a line end `eol` (one outside quotes when `quote` is given: quotes pair up, as the
+    pre-scan counts them), the last one at `end`. A record longer than a block is held over
+    whole (each byte is looked at once). Bytes past `end` (appended since the input was
+    fingerprinted) are never read."""
     with path.open("rb") as f:
         f.seek(start)
+        left = end - start
         held: list[bytes] = []
         quotes = 0   # in the held bytes
-        while data := f.read(_BLOCK_BYTES):
-            cut = _last_record_end(data, quote, quotes)
+        while left > 0 and (data := f.read(min(_BLOCK_BYTES, left))):
+            left -= len(data)
+            cut = _last_record_end(data, quote, quotes, eol)
             if cut:
                 yield b"".join([*held, data[:cut]])
                 held, data = [], data[cut:]
@@ -203,14 +272,15 @@ def _blocks(path: Path, start: int, quote: bytes | None) -> Iterator[bytes]:
             yield b"".join(held)
 
 
-def _last_record_end(data: bytes, quote: bytes | None, quotes_before: int) -> int:
+def _last_record_end(data: bytes, quote: bytes | None, quotes_before: int,
+                     eol: bytes = b"\n") -> int:
     """Offset just past the last line end of `data` outside quotes (0 when there is none),
     `quotes_before` quotes having been seen before `data`."""
     if quote is None:
-        return data.rfind(b"\n") + 1
+        return data.rfind(eol) + 1
     quotes = quotes_before + data.count(quote)
     end = len(data)
-    while (line_end := data.rfind(b"\n", 0, end)) >= 0:
+    while (line_end := data.rfind(eol, 0, end)) >= 0:
         quotes -= data.count(quote, line_end, end)
         if quotes % 2 == 0:
             return line_end + 1
@@ -252,7 +322,9 @@ class Source:
         self.format: SourceFormat = fmt
         self.stats = SourceStats()
         self._header: dict[Path, bytes] = {}   # CSV: the header record's bytes, per file
+        self._eol: dict[Path, bytes] = {}      # CSV: the line end, per file
         self._checked: Fingerprint | None = None  # the files as the last full check saw them
+        self._pinned = self.fingerprint()      # the bytes this source reads
         self.columns: tuple[str, ...] = self._columns()
 
     def __repr__(self) -> str:
@@ -265,6 +337,7 @@ class Source:
         first: tuple[str, ...] | None = None
         for path in self.files:
             names = (self._csv_header(path) if self.format == "csv"
+                     else self._ndjson_header(path) if self.format == "ndjson"
                      else self._frame_header(path))
             if first is None:
                 first = names
@@ -272,14 +345,28 @@ class Source:
                 raise SourceError(f"columns differ from {self.files[0].name}: "
                                   f"{list(names)} vs {list(first)}", path=str(path))
         assert first is not None
+        if self.format == "ndjson":
+            self._checked = self._pinned  # the header pass read and checked every line
         return first
 
+    def _size(self, path: Path) -> int:
+        """How many bytes of `path` this source reads: its size when last fingerprinted."""
+        return next(f.size for f in self._pinned.files if f.path == str(path))
+
     def _csv_header(self, path: Path) -> tuple[str, ...]:
-        head = _read_at(path, 0, _HEAD_BYTES)
+        try:
+            head = _read_at(path, 0, min(_HEAD_BYTES, self._size(path)))
+        except OSError as exc:
+            raise _unreadable(path, exc) from None
         bom = 3 if head.startswith(codecs.BOM_UTF8) else 0
         if not head[bom:].strip():
             raise SourceError("the file is empty (no header row)", path=str(path))
-        walk = _walk_record(head, ord(self.spec.delimiter), ord(self.spec.quote_char), bom)
+        # Old Mac files end lines with CR alone: with no LF in sight, CR ends records (the
+        # pre-scan refuses a LF found later on).
+        eol = b"\r" if b"\n" not in head and b"\r" in head else b"\n"
+        self._eol[path] = eol
+        walk = _walk_record(head, ord(self.spec.delimiter), ord(self.spec.quote_char), bom,
+                            eol[0])
         self._header[path] = head[:walk.end]
         names: list[str] = []
         seen: dict[str, int] = {}
@@ -294,6 +381,9 @@ class Source:
                                   byte_offset=start + exc.start) from None
             if not name:
                 raise SourceError(f"header: column {index + 1} has an empty name",
+                                  path=str(path), byte_offset=start)
+            if "\x00" in name:
+                raise SourceError(f"header: column {index + 1} has a NUL byte in its name",
                                   path=str(path), byte_offset=start)
             if name in seen:
                 raise SourceError(f"header: duplicate column name (columns {seen[name] + 1} "
@@ -313,23 +403,61 @@ class Source:
                 raise SourceError(f"column {index + 1} has an empty name", path=str(path))
         return names
 
-    def _scan(self, path: Path) -> pl.LazyFrame:
-        if self.format == "parquet":
-            return pl.scan_parquet(path)
-        if self.format == "ndjson":
-            return pl.scan_ndjson(path, infer_schema_length=1000)
-        return pl.scan_csv(path, **self._csv_options())
+    def _ndjson_header(self, path: Path) -> tuple[str, ...]:
+        """Every key of every line, in the order first seen; checks every line (a line that
+        is not one JSON object refuses the file before anything is sent)."""
+        names: dict[str, None] = {}
+        row = 1
+        for offset, block in self._ndjson_blocks(path):
+            keys, rows = _ndjson_keys(block, path, row, offset)
+            names.update(dict.fromkeys(keys))
+            row += rows
+        if not names:
+            raise SourceError("the file holds no JSON object", path=str(path))
+        for index, name in enumerate(names):
+            if not name.strip() or "\x00" in name:
+                raise SourceError(f"key {index + 1} ({name!r}) is empty or holds a NUL byte",
+                                  path=str(path))
+        return tuple(names)
 
-    def _csv_options(self) -> dict[str, Any]:
+    def _ndjson_blocks(self, path: Path) -> Iterator[tuple[int, bytes]]:
+        """(byte offset, bytes) of each block of whole lines."""
+        offset = 0
+        try:
+            for block in _blocks(path, 0, self._size(path), None):
+                yield offset, block
+                offset += len(block)
+        except OSError as exc:
+            raise _unreadable(path, exc) from None
+
+    def _scan(self, path: Path) -> pl.LazyFrame:
+        return pl.scan_parquet(path)
+
+    def _csv_options(self, path: Path) -> dict[str, Any]:
         return {"infer_schema": False, "separator": self.spec.delimiter,
                 "quote_char": self.spec.quote_char,
                 "encoding": "utf8-lossy" if self.spec.encoding_errors == "replace" else "utf8",
-                "truncate_ragged_lines": False, "raise_if_empty": False}
+                "truncate_ragged_lines": False, "raise_if_empty": False,
+                "eol_char": self._eol[path].decode()}
 
     # fingerprint ----------------------------------------------------------------------
 
     def fingerprint(self) -> Fingerprint:
-        return Fingerprint(tuple(_file_fingerprint(p) for p in self.files))
+        """The files as they are now; this source reads exactly the bytes it covers (a file
+        that grows while it is read is read up to the size it had here)."""
+        self._pinned = Fingerprint(tuple(_file_fingerprint(p) for p in self.files))
+        return self._pinned
+
+    def _repin(self) -> None:
+        """Keep reading the fingerprinted bytes while they are still there (rows appended
+        since are left for the next run, whose fingerprint covers them); take a new
+        fingerprint when a file was rewritten (its columns must not have changed)."""
+        if all(_holds(f) for f in self._pinned.files):
+            return
+        self.fingerprint()
+        if self._columns() != self.columns:
+            raise SourceError("the columns changed since the input was opened",
+                              path=self.spec.path)
 
     # checks ---------------------------------------------------------------------------
 
@@ -337,14 +465,23 @@ class Source:
         """Run the strict file checks over every file (CSV); raises `SourceError`.
 
         Once per content: files whose fingerprint has not changed since they passed are
-        not scanned again (the date-order detection and the import both read them)."""
-        if self.format != "csv":
-            return
-        seen = self.fingerprint()
+        not scanned again (the date-order detection and the import both read them).
+        NDJSON files are checked line by line (and Parquet column types) when opened, and
+        again here only when they changed since."""
+        self._repin()
+        seen = self._pinned
         if seen == self._checked:
             return
         for path in self.files:
-            _CsvScan(path, self.spec, self.columns).run()
+            if self.format == "csv":
+                try:
+                    _CsvScan(path, self.spec, self.columns, self._size(path),
+                             self._eol[path]).run()
+                except OSError as exc:
+                    raise _unreadable(path, exc) from None
+            elif self.format == "ndjson" and self._ndjson_header(path) != self.columns:
+                raise SourceError("the keys changed since the file was opened",
+                                  path=str(path))
         self._checked = seen
 
     # batches --------------------------------------------------------------------------
@@ -359,6 +496,8 @@ class Source:
         """
         if check:
             self.check()
+        else:
+            self._repin()
         wanted = self.columns if columns is None else tuple(columns)
         unknown = [c for c in wanted if c not in self.columns]
         if unknown:
@@ -367,7 +506,7 @@ class Source:
         next_row = 1
         for path in self.files:
             last = next_row - 1
-            for batch in self._file_batches(path, next_row, wanted):
+            for batch in self._guarded(path, next_row, wanted):
                 if batch.height == 0:
                     continue
                 last = int(batch[SOURCE_ROW][-1])
@@ -383,33 +522,59 @@ class Source:
             next_row = last + 1
             self.stats.files_done += 1
 
+    def _guarded(self, path: Path, first_row: int,
+                 columns: tuple[str, ...]) -> Iterator[pl.DataFrame]:
+        """`_file_batches`, with any read or parse failure a `SourceError` naming the file
+        and the first row not read."""
+        row = first_row
+        try:
+            for batch in self._file_batches(path, first_row, columns):
+                yield batch
+                if batch.height:
+                    row = int(batch[SOURCE_ROW][-1]) + 1
+        except OSError as exc:
+            raise _unreadable(path, exc, row) from None
+        except pl.exceptions.PolarsError as exc:
+            message = str(exc).split("\n", 1)[0]
+            raise SourceError(f"cannot read the file: {message}", path=str(path),
+                              row=row) from None
+
     def _file_batches(self, path: Path, first_row: int,
                       columns: tuple[str, ...]) -> Iterator[pl.DataFrame]:
         if self.format == "csv":
             yield from _rebatched(self._csv_blocks(path, first_row, columns),
                                   self.spec.chunk_rows)
             return
+        if self.format == "ndjson":
+            yield from _rebatched(self._ndjson_frames(path, first_row, columns),
+                                  self.spec.chunk_rows)
+            return
         lazy = self._scan(path).with_row_index(SOURCE_ROW, offset=first_row)
         types = self._scan(path).collect_schema()
         lazy = lazy.select(pl.col(SOURCE_ROW).cast(pl.Int64),
                            *(_as_text(c, types[c]) for c in columns))
-        try:
-            for batch in lazy.collect_batches(chunk_size=self.spec.chunk_rows):
-                yield batch.rechunk()
-        except pl.exceptions.PolarsError as exc:
-            message = str(exc).split("\n", 1)[0]
-            raise SourceError(f"cannot read the file: {message}", path=str(path)) from None
+        for batch in lazy.collect_batches(chunk_size=self.spec.chunk_rows):
+            yield batch.rechunk()
 
+    def _ndjson_frames(self, path: Path, first_row: int,
+                       columns: tuple[str, ...]) -> Iterator[pl.DataFrame]:
+        row = first_row   # rows are the non-blank lines
+        for offset, block in self._ndjson_blocks(path):
+            frame = _ndjson_frame(block, columns, path, row - first_row + 1, offset)
+            yield frame.select(pl.int_range(row, row + frame.height, dtype=pl.Int64)
+                               .alias(SOURCE_ROW), *columns)
+            row += frame.height
 
     def _csv_blocks(self, path: Path, first_row: int,
                     columns: tuple[str, ...]) -> Iterator[pl.DataFrame]:
         """Each block of records, parsed after the header as a scan of the file would be."""
         header = self._header[path]
-        options = self._csv_options()
+        options = self._csv_options(path)
         if columns != self.columns:
             options["columns"] = list(columns)
         next_row = first_row
-        for block in _blocks(path, len(header), self.spec.quote_char.encode()):
+        for block in _blocks(path, len(header), self._size(path),
+                             self.spec.quote_char.encode(), self._eol[path]):
             try:
                 frame = pl.read_csv(header + block, **options)
                 frame = frame.select(
@@ -417,24 +582,132 @@ class Source:
                     .alias(SOURCE_ROW), *columns)
             except pl.exceptions.PolarsError as exc:
                 message = str(exc).split("\n", 1)[0]
-                raise SourceError(f"cannot read the file: {message}", path=str(path)) from None
+                raise SourceError(f"cannot read the file: {message}", path=str(path),
+                                  row=next_row) from None
             next_row += frame.height
             yield frame
 
 
 def _as_text(name: str, dtype: pl.DataType) -> pl.Expr:
+    """A typed (Parquet) column as the text normalisation reads back to the same value.
+
+    Instants with a time zone become UTC with a `Z`; naive datetimes stay naive (read in
+    --timezone, like naive text); dates `YYYY-MM-DD`; times keep their fraction; durations
+    ISO 8601 (`PT1H30M`); decimals keep their digits; booleans `true`/`false`; lists and
+    structs their JSON text (as NDJSON gives them). Bytes must be UTF-8 text (else the read
+    fails naming the column)."""
     column = pl.col(name)
     if isinstance(dtype, pl.String):
         return column
+    text: pl.Expr
     if isinstance(dtype, pl.Boolean):
-        return (pl.when(column).then(pl.lit("true")).when(~column).then(pl.lit("false"))
-                .alias(name))
-    if dtype.is_nested():
-        raise SourceError(f"column {name!r} holds nested values ({dtype}); flatten it first")
-    if isinstance(dtype, pl.Datetime):
-        return column.dt.strftime("%Y-%m-%dT%H:%M:%S%.3fZ" if dtype.time_zone
-                                  else "%Y-%m-%dT%H:%M:%S%.3f").alias(name)
-    return column.cast(pl.String).alias(name)
+        text = pl.when(column).then(pl.lit("true")).when(~column).then(pl.lit("false"))
+    elif dtype.is_nested():
+        encoded = pl.struct(column.alias("v")).struct.json_encode()  # {"v":<value>}
+        text = pl.when(column.is_not_null()).then(encoded.str.slice(5).str.strip_suffix("}"))
+    elif isinstance(dtype, pl.Datetime):
+        if dtype.time_zone:
+            text = column.dt.convert_time_zone("UTC").dt.strftime("%Y-%m-%dT%H:%M:%S%.3fZ")
+        else:
+            text = column.dt.strftime("%Y-%m-%dT%H:%M:%S%.3f")
+    elif isinstance(dtype, pl.Time):
+        text = column.dt.to_string("%H:%M:%S%.f")
+    elif isinstance(dtype, pl.Duration):
+        text = column.dt.to_string("iso")
+    else:
+        text = column.cast(pl.String)
+    return text.alias(name)
+
+
+# --- NDJSON: every value as text ----------------------------------------------------------
+
+# What polars' NDJSON reader would change: numbers with 16+ digits (it reads them as 64-bit
+# floats or integers, rounding or refusing) and lone surrogate escapes (it makes them NUL).
+# Blocks that may hold one are read exactly, by msgspec (numbers as written).
+_DIGIT_RUNS = bytes.maketrans(b"123456789.", b"0" * 10)   # 16 zeros = 16 digits or points
+_SURROGATE = re.compile(rb"\\u[dD][89abAB]")
+_JSON_OBJECT = msgspec.json.Decoder(dict[str, Any], float_hook=Decimal)
+_JSON_OBJECTS = msgspec.json.Decoder(list[dict[str, Any]], float_hook=Decimal)
+
+
+def _json_lines(block: bytes) -> list[bytes]:
+    """The non-blank lines of a block (the rows, as polars counts them)."""
+    return [line for line in block.split(b"\n") if line.strip()]
+
+
+def _polars_reads_exactly(block: bytes) -> bool:
+    """False when polars' NDJSON reader might change a value of `block` (a cheap test that
+    may say False for a harmless block: 16 digits inside a string)."""
+    return (b"0" * 16 not in block.translate(_DIGIT_RUNS)
+            and (b"\\u" not in block or not _SURROGATE.search(block)))
+
+
+def _json_text(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | Decimal):
+        return str(value)
+    return msgspec.json.encode(value).decode()
+
+
+def _json_rows(block: bytes, path: Path, first_row: int, offset: int) -> list[dict[str, Any]]:
+    """Every line of `block` as a dict, numbers exact; the first line that is not one JSON
+    object is a `SourceError` with its row and byte offset."""
+    lines = _json_lines(block)
+    try:
+        rows = _JSON_OBJECTS.decode(b"[" + b",".join(lines) + b"]")
+        if len(rows) == len(lines):   # `{..},{..}` on one line would pass as two rows
+            return rows
+    except msgspec.DecodeError:
+        pass
+    row, at = first_row, offset
+    for line in block.split(b"\n"):
+        if line.strip():
+            try:
+                _JSON_OBJECT.decode(line)
+            except msgspec.DecodeError as exc:
+                raise SourceError(f"line is not one JSON object ({exc})", path=str(path),
+                                  row=row, byte_offset=at) from None
+            row += 1
+        at += len(line) + 1
+    raise AssertionError("unreachable: the lines decoded one by one")  # pragma: no cover
+
+
+def _ndjson_keys(block: bytes, path: Path, first_row: int,
+                 offset: int) -> tuple[list[str], int]:
+    """The keys of the lines of `block` and how many lines (rows) it holds."""
+    if not block.strip():
+        return [], 0
+    if _polars_reads_exactly(block):
+        try:
+            frame = pl.read_ndjson(io.BytesIO(block), infer_schema_length=None)
+            return frame.columns, frame.height
+        except pl.exceptions.PolarsError:
+            pass
+    keys: dict[str, None] = {}
+    rows = _json_rows(block, path, first_row, offset)
+    for row in rows:
+        keys.update(dict.fromkeys(row))
+    return list(keys), len(rows)
+
+
+def _ndjson_frame(block: bytes, columns: tuple[str, ...], path: Path, first_row: int,
+                  offset: int) -> pl.DataFrame:
+    """The lines of `block` as String columns (numbers as written, nested values as JSON
+    text, booleans true/false); a block polars would read lossily is read by msgspec."""
+    schema = dict.fromkeys(columns, pl.String())
+    if not block.strip():
+        return pl.DataFrame(schema=schema)
+    if _polars_reads_exactly(block):
+        try:
+            return pl.read_ndjson(io.BytesIO(block), schema=schema)
+        except pl.exceptions.PolarsError:
+            pass
+    rows = _json_rows(block, path, first_row, offset)
+    return pl.DataFrame({c: [_json_text(r.get(c)) for r in rows] for c in columns},
+                        schema=schema)
 
 
 def open_source(spec: SourceSpec) -> Source:
@@ -461,13 +734,20 @@ class _Carry:
 class _CsvScan:
     """Streaming check of one CSV file, line by line in polars."""
 
-    def __init__(self, path: Path, spec: SourceSpec, columns: Sequence[str]) -> None:
+    def __init__(self, path: Path, spec: SourceSpec, columns: Sequence[str], size: int,
+                 eol: bytes = b"\n") -> None:
         self.path, self.spec, self.columns = path, spec, tuple(columns)
-        head = _read_at(path, 0, _HEAD_BYTES)
-        first_line = head.split(b"\n", 1)[0]
-        self.eol = 2 if first_line.endswith(b"\r") else 1
+        self.size = size   # bytes to check (those the read will see)
+        self.eol_char = eol
+        head = _read_at(path, 0, min(_HEAD_BYTES, size))
+        first_line = head.split(eol, 1)[0]
+        self.eol = 2 if eol == b"\n" and first_line.endswith(b"\r") else 1
         self.delim = spec.delimiter
         self.quote = spec.quote_char
+        # The lines are read as one column split on NUL: a NUL in the data (rejected later,
+        # per value) is counted as another byte that is neither quote nor delimiter.
+        self.nul_stand_in = next(b for b in (b"\x01", b"\x02", b"\x03")
+                                 if b not in (self.delim.encode(), self.quote.encode()))
 
     def error(self, message: str, *, row: int | None = None, column: str | None = None,
               byte_offset: int | None = None) -> SourceError:
@@ -476,11 +756,18 @@ class _CsvScan:
 
     def run(self) -> None:
         carry = _Carry()
-        for block in _blocks(self.path, 0, None):
+        for block in _blocks(self.path, 0, self.size, None, self.eol_char):
+            if b"\x00" in block:
+                block = block.replace(b"\x00", self.nul_stand_in)
+            if self.eol_char == b"\r" and (lf := block.find(b"\n")) >= 0:
+                raise self.error("the file ends lines with CR alone (old Mac style) but has "
+                                 "a LF here: convert its line ends to LF or CRLF",
+                                 byte_offset=carry.offset + lf)
             batch = pl.read_csv(
                 block, has_header=False, separator="\x00", quote_char=None,
                 infer_schema=False, encoding="utf8-lossy", truncate_ragged_lines=True,
-                empty_string_is_null=False, raise_if_empty=False)
+                empty_string_is_null=False, raise_if_empty=False,
+                eol_char=self.eol_char.decode())
             if batch.width == 0 or batch.height == 0:
                 continue
             carry = self._batch(batch.select(pl.col(batch.columns[0]).fill_null("")
@@ -558,7 +845,7 @@ class _CsvScan:
 
     def _record(self, rec_start: int, size: int) -> tuple[bytes, _Walk]:
         data = _read_at(self.path, rec_start, size)
-        return data, _walk_record(data, ord(self.delim), ord(self.quote))
+        return data, _walk_record(data, ord(self.delim), ord(self.quote), 0, self.eol_char[0])
 
     def _ragged(self, row: dict[str, int], ncols: int) -> None:
         fields, rec = row["fields"], row["rec"]
@@ -586,15 +873,14 @@ class _CsvScan:
                                  else None, byte_offset=row["rec_start"] + start)
 
     def _check_utf8(self, row: dict[str, int]) -> None:
-        with self.path.open("rb") as f:
-            f.seek(row["start"])
-            raw = f.readline()
+        raw = _read_at(self.path, row["start"], _HEAD_BYTES).split(self.eol_char, 1)[0]
         try:
             raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             offset = row["start"] + exc.start
             prefix = _read_at(self.path, row["rec_start"], offset - row["rec_start"])
-            walk = _walk_record(prefix + b"\n", ord(self.delim), ord(self.quote))
+            walk = _walk_record(prefix + self.eol_char, ord(self.delim), ord(self.quote), 0,
+                                self.eol_char[0])
             index = len(walk.starts) - 1
             raise self.error("invalid UTF-8 (pass --encoding-errors replace to substitute "
                              "U+FFFD)", row=row["rec"] if row["rec"] > 0 else None,

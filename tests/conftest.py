@@ -152,7 +152,9 @@ class StandaloneSandbox:
                 self.token = value
 
     def get(self, path: str):
-        with urllib.request.urlopen(self.base_url + path, timeout=60) as answer:
+        request = urllib.request.Request(self.base_url + path,
+                                         headers={"Authorization": f"Bearer {self.token}"})
+        with urllib.request.urlopen(request, timeout=60) as answer:
             return json.loads(answer.read())
 
     def stop(self) -> None:

@@ -2,7 +2,17 @@ import os
 
 import pytest
 
-from engine.checkpoint import DONE, IN_FLIGHT, Reject, Result, SqliteCheckpoint, Transition
+from engine.checkpoint import (
+    DONE,
+    IN_FLIGHT,
+    Reject,
+    Result,
+    RunInput,
+    RunRequest,
+    SqliteCheckpoint,
+    Transition,
+    describe_journal,
+)
 from engine.errors import CheckpointError
 
 
@@ -57,3 +67,42 @@ def test_a_failed_group_commits_nothing(tmp_path):
                   Transition("s", 1, IN_FLIGHT, rows=[], keys=None)])
     assert cp.batches("s") == {}
     cp.close()
+
+
+def request(fingerprint: str, spec: str = "spec") -> RunRequest:
+    return RunRequest("import", "contacts", spec, (RunInput("import", "/in.csv", fingerprint),))
+
+
+def test_a_journal_holds_one_run_and_keeps_the_earlier_ones_beside_it(tmp_path):
+    path = tmp_path / "j.db"
+    cp = SqliteCheckpoint(path)
+    try:
+        assert cp.begin_run(request("a")) is None
+        assert cp.begin_run(request("a")) is None  # resume
+        with pytest.raises(CheckpointError, match="--restart"):
+            cp.begin_run(request("b"))
+        with pytest.raises(CheckpointError, match="--restart"):
+            cp.begin_run(request("a", spec="other"))
+        cp.begin_run(request("b"), restart=True)  # "a" abandoned and archived
+        cp.finish_run([{"step": "import", "rows_read": 2}], 1)
+        finished = cp.begin_run(request("b"))
+        assert finished is not None and finished.exit_code == 1
+        assert finished.summaries == ({"step": "import", "rows_read": 2},)
+        assert cp.begin_run(request("c")) is None  # "b" archived, done
+        record = cp.run_record()
+        assert record is not None and record.request.inputs[0].fingerprint == "c"
+    finally:
+        cp.close()
+    states = sorted((p.name != "j.db", describe_journal(p).state)
+                    for p in tmp_path.glob("j*.db"))
+    assert states == [(False, "interrupted"), (True, "abandoned"), (True, "done")]
+
+
+def test_a_second_writer_is_refused_while_the_first_holds_the_journal(tmp_path):
+    first = SqliteCheckpoint(tmp_path / "j.db")
+    try:
+        with pytest.raises(CheckpointError, match="in use"):
+            SqliteCheckpoint(tmp_path / "j.db")
+    finally:
+        first.close()
+    SqliteCheckpoint(tmp_path / "j.db").close()

@@ -220,3 +220,20 @@ async def test_the_token_never_leaks(caplog, capsys):
     assert "boom" in everything and "token_tail" in everything
     assert TOKEN not in everything
     assert TOKEN[-8:] not in everything
+
+
+async def test_every_form_of_the_token_is_scrubbed_from_success_bodies(clock):
+    token = 'pat-na1/abc"def+ghi%jk'
+    forms = [token.encode(), b'pat-na1/abc\\"def+ghi%jk', b'pat-na1\\/abc\\"def+ghi%jk',
+             b"pat-na1%2Fabc%22def%2Bghi%25jk"]
+    echo = b'{"status":"COMPLETE","errors":[{"message":"' + b" ".join(forms) + b'"}]}'
+    clean = b'{"status":"COMPLETE","results":[]}'
+    transport = MockTransport(scripted((207, echo, {}), (200, clean, {})))
+    settings = ClientSettings("http://127.0.0.1:9", Secret(token), rate=None, search_rate=None)
+    async with HubSpotClient(settings, transport=transport, clock=clock) as client:
+        scrubbed = (await client.request("POST", "/x", body=b"{}")).body
+        untouched = (await client.request("POST", "/x", body=b"{}")).body
+    assert scrubbed.count(b"[REDACTED]") == 4
+    assert not any(form in scrubbed for form in forms)
+    assert b"def+ghi" not in scrubbed  # nor any 8-character piece of it
+    assert untouched == clean

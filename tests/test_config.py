@@ -17,6 +17,9 @@ from engine.errors import ConfigError
         ("http://127.5.6.7:1", "http://127.5.6.7:1"),
         ("http://localhost:9000/", "http://localhost:9000"),
         ("http://[::1]:9000", "http://[::1]:9000"),
+        ("  https://api.hubapi.com.\n", "https://api.hubapi.com."),
+        ("https://xn--bcher-kva.example/v", "https://xn--bcher-kva.example/v"),
+        ("https://10.1.2.3:65535", "https://10.1.2.3:65535"),
     ],
 )
 def test_accepted_base_urls(url, expected):
@@ -37,11 +40,34 @@ def test_accepted_base_urls(url, expected):
         ("https://", "no host"),
         ("https://api.hubapi.com/?x=1", "query or fragment"),
         ("https://api.hubapi.com:99999", "not a valid URL"),
+        ("https://api.hubapi.com:0", "port '0'"),
+        ("https://api.hubapi.com:", "port ''"),
+        ("http://127.0.0.1:+80", "port '\\+80'"),
+        ("https://api .hubapi.com", "a space at position 12"),
+        ("http://127.0.0.1 :8080", "a space at position 17"),
+        ("https://api.hub\x00api.com", "control character"),
+        ("https://api.hubapi.com/a\nb", "control character"),
+        ("https://bücher.example", "xn--"),
+        ("https://a..b", "not a valid host"),
+        ("https://-api.hubapi.com", "not a valid host"),
+        ("https://api_x.hubapi.com", "not a valid host"),
+        ("https://1.2.3", "not a valid host"),
+        ("http://[::1%25eth0]:80", "not a valid host"),
+        ("https://[::1", "not a valid URL"),
+        ("https://api.hubapi.com?", "query or fragment"),
+        ("https://api.hubapi.com/#", "query or fragment"),
+        ("https://api.hubapi.com/%zz", "two hex digits"),
     ],
 )
 def test_refused_base_urls(url, reason):
     with pytest.raises(ConfigError, match=reason):
         check_base_url(url)
+
+
+def test_a_password_in_a_base_url_is_never_echoed():
+    with pytest.raises(ConfigError, match="user information") as info:
+        check_base_url("https://me:hunter22@api.hubapi.com")
+    assert "hunter22" not in str(info.value)
 
 
 def test_base_url_from_environment_then_default():
@@ -79,6 +105,40 @@ def test_token_file_must_be_private(tmp_path: Path):
     assert "pat-na1-secret" not in str(info.value)
     os.chmod(path, 0o600)
     assert load_token(path, {}).reveal() == "pat-na1-secret"
+
+
+@pytest.mark.parametrize("content", [b"pat-na1-x\n", b"pat-na1-x\r\n", b"pat-na1-x"])
+def test_a_token_file_loses_one_trailing_newline(tmp_path: Path, content):
+    path = tmp_path / "token"
+    path.write_bytes(content)
+    path.chmod(0o600)
+    assert load_token(path, {}).reveal() == "pat-na1-x"
+
+
+@pytest.mark.parametrize(("content", "reason"), [
+    (b"pat-na1-x\n\n", "line break"), (b" pat-na1-x", "a space"), (b"\n", "empty"),
+    (b"pat-na1-\x7f", "control character"), (b"pat-\xc3\xa9", "non-ASCII"),
+    (b"\xff", "UTF-8"),
+])
+def test_a_token_file_holds_one_line_of_printable_ascii(tmp_path: Path, content, reason):
+    path = tmp_path / "token"
+    path.write_bytes(content)
+    path.chmod(0o600)
+    with pytest.raises(ConfigError, match=reason):
+        load_token(path, {})
+
+
+def test_a_token_file_must_be_a_regular_file(tmp_path: Path):
+    with pytest.raises(ConfigError, match="not a regular file"):
+        load_token(tmp_path, {})
+    with pytest.raises(ConfigError, match="No such file"):
+        load_token(tmp_path / "missing", {})
+
+
+def test_client_settings_refuse_a_token_that_cannot_be_a_header():
+    with pytest.raises(ConfigError, match="line break") as info:
+        ClientSettings("https://api.hubapi.com", Secret("pat-na1-x\r\nX-Evil: 1"))
+    assert "pat-na1-x" not in str(info.value)
 
 
 def test_token_from_environment_and_missing():

@@ -22,10 +22,10 @@ SCHEMA = parse_properties(json.loads((CASES / "contacts_properties.json").read_t
 MAPPING = MappingSpec(pairs=(("Stage", "lifecyclestage"), ("Revenue", "annualrevenue")))
 
 
-def read(path: Path) -> pl.DataFrame:
+def read(path: Path, row: str = "source_row") -> pl.DataFrame:
     if path.suffix == ".parquet":
         return pl.read_parquet(path)
-    return pl.read_csv(path, infer_schema=False).with_columns(pl.col("source_row").cast(pl.Int64))
+    return pl.read_csv(path, infer_schema=False).with_columns(pl.col(row).cast(pl.Int64))
 
 
 @pytest.mark.parametrize("ext", ["csv", "parquet"])
@@ -47,18 +47,19 @@ def test_dry_run_counts_and_files(tmp_path: Path, ext: str) -> None:
         "source_row": [1], "email": ["a@x.io"], "firstname": ["Ann"],
         "date_of_birth": ["1990-12-25"], "lifecyclestage": ["lead"],
         "interests": ["music;travel"], "annualrevenue": ["1234.5"]}))
-    got = read(rejects)
-    assert got.columns == ["source_row", "column", "value", "code", "message", "Email",
-                           "First Name", "Date of birth", "Stage", "Interests", "Revenue",
-                           "Comment"]
-    assert got.select("source_row", "column", "value", "code").rows() == [
+    got = read(rejects, "hsbulk_source_row")
+    assert got.columns == ["hsbulk_source_row", "hsbulk_column", "hsbulk_value", "hsbulk_code",
+                           "hsbulk_message", "Email", "First Name", "Date of birth", "Stage",
+                           "Interests", "Revenue", "Comment"]
+    assert got.select("hsbulk_source_row", "hsbulk_column", "hsbulk_value",
+                      "hsbulk_code").rows() == [
         (2, "Date of birth", "1990-02-30", "INVALID_DATE"),
         (3, "Email, First Name", None, "MISSING_REQUIRED"),
         (4, "Stage", "Prospect", "INVALID_OPTION"),
         (4, "Interests", "zzz", "INVALID_OPTION"),
     ]
-    assert got.filter(pl.col("source_row") == 3)["Comment"].to_list() == ["only notes"]
-    assert got["message"][0].startswith("'1990-02-30' is not a valid date for date_of_birth")
+    assert got.filter(pl.col("hsbulk_source_row") == 3)["Comment"].to_list() == ["only notes"]
+    assert got["hsbulk_message"][0].startswith("'1990-02-30' is not a valid date for date_of_birth")
     text = plan.render()
     assert "Valid: 1   Rejected: 3" in text and "Date order: DMY" in text
 

@@ -63,7 +63,7 @@ def test_upsert_writes_every_row_and_a_rerun_sends_nothing(tmp_path, sandbox_env
                         "--id-property", "email", *MAPS)
     assert code == 0
     assert summary["created"] == 250 and summary["rows_read"] == 250
-    assert sandbox.audit()["requests"] - calls == 1  # the property schema, nothing else
+    assert sandbox.audit()["requests"] - calls == 0  # already complete: not even the schema
 
 
 def test_rows_only_the_server_rejects_are_isolated(tmp_path, sandbox_env):
@@ -79,14 +79,14 @@ def test_rows_only_the_server_rejects_are_isolated(tmp_path, sandbox_env):
     assert (summary["created"], summary["rejected"], summary["rows_read"]) == (97, 3, 100)
     assert len(sandbox.records("contacts")) == 97
     table = pl.read_csv(rejects, infer_schema=False)
-    assert sorted(table["source_row"].cast(int)) == [11, 51, 100]
+    assert sorted(table["hsbulk_source_row"].cast(int)) == [11, 51, 100]
     assert table["Email"].to_list() == ["not-an-email-10", "not-an-email-50", "not-an-email-99"]
-    assert all("email" in m.lower() for m in table["message"])
+    assert all("email" in m.lower() for m in table["hsbulk_message"])
     calls = sandbox.audit()["requests"]
     code, summary = run(tmp_path, sandbox, source, "--object", "contacts", "--mode", "create",
                         "--id-property", "email", *MAPS)
     assert code == 1 and summary["created"] == 97 and summary["rejected"] == 3
-    assert sandbox.audit()["requests"] - calls == 1
+    assert sandbox.audit()["requests"] - calls == 0
 
 
 def test_create_without_a_key_never_duplicates_under_lost_responses(tmp_path, sandbox_env):
@@ -154,15 +154,17 @@ def test_daily_quota_stops_with_4_and_the_rerun_finishes(tmp_path, sandbox_env):
     assert len(sandbox.records("contacts")) == 500
 
 
-def test_a_changed_input_is_refused_on_resume(tmp_path, sandbox_env):
-    sandbox = sandbox_env(rate_requests=None)
-    source = write_csv(tmp_path / "contacts.csv", HEADER, contacts(5))
+def test_a_changed_input_is_refused_on_resume(tmp_path, sandbox_env, capsys):
+    sandbox = sandbox_env(rate_requests=None, daily_limit=2)
+    source = write_csv(tmp_path / "contacts.csv", HEADER, contacts(250))
     args = ("--object", "contacts", "--mode", "upsert", "--id-property", "email", *MAPS)
-    assert run(tmp_path, sandbox, source, *args)[0] == 0
-    write_csv(source, HEADER, contacts(6))
+    assert run(tmp_path, sandbox, source, *args)[0] == 4  # unfinished: the daily quota
+    write_csv(source, HEADER, contacts(251))
+    sandbox.configure(daily_limit=None)
     code = main(["import", str(source), "--base-url", sandbox.base_url, "--quiet",
                  "--checkpoint", str(tmp_path / "cp" / "job.db"), *args])
     assert code == 2
+    assert "--restart" in capsys.readouterr().err
 
 
 def test_checkpoint_files_are_private(tmp_path, sandbox_env):
@@ -191,7 +193,7 @@ def test_dry_run_sends_nothing_and_writes_what_would_be_sent(tmp_path, sandbox_e
     sent = pl.read_parquet(normalized)
     assert sent["source_row"].to_list() == [1, 2, 3, 4]
     assert set(sent["lifecyclestage"]) == {"lead"}
-    assert pl.read_csv(rejects)["code"].to_list() == ["INVALID_OPTION"]
+    assert pl.read_csv(rejects)["hsbulk_code"].to_list() == ["INVALID_OPTION"]
 
 
 def test_rate_limit_is_kept_with_zero_429s_at_full_speed(tmp_path, monkeypatch):
@@ -261,8 +263,8 @@ def test_create_conflicts_are_rejected_or_updated_on_request(tmp_path, sandbox_e
                         "--id-property", "email", *MAPS, "--rejects", str(rejects))
     assert code == 1 and (summary["created"], summary["rejected"]) == (2, 1)
     table = pl.read_csv(rejects, infer_schema=False)
-    assert table["code"].to_list() == ["CONFLICT"]
-    assert f"Existing ID: {existing}" in table["message"][0]
+    assert table["hsbulk_code"].to_list() == ["CONFLICT"]
+    assert f"Existing ID: {existing}" in table["hsbulk_message"][0]
     code, summary = main(["import", str(source), "--object", "contacts", "--mode", "create",
                           "--id-property", "email", *MAPS, "--on-conflict", "update",
                           "--base-url", sandbox.base_url, "--rate", "none", "--quiet",

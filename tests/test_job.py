@@ -74,7 +74,7 @@ def test_the_demo_migration_lands_every_record_and_association(tmp_path, sandbox
     not_found = sum(1 for d in contacts.values() if d and d not in domains)
     assert steps["contacts"]["association_rejects"] == not_found
     missing = pl.read_csv(tmp_path / "reports" / "contacts.association_rejects.csv")
-    assert set(missing["code"]) == {"ASSOCIATION_TARGET_NOT_FOUND"}
+    assert set(missing["hsbulk_code"]) == {"ASSOCIATION_TARGET_NOT_FOUND"}
     assert missing.height == not_found
 
     edges = steps["contacts"]["associations"]

@@ -163,3 +163,75 @@ def test_the_strict_check_runs_once_per_content(tmp_path: Path, monkeypatch) -> 
     with pytest.raises(SourceError, match="row 2"):
         next(source.batches())
     assert len(scans) == 2
+
+
+def test_a_nul_byte_is_kept_for_normalisation_and_does_not_upset_the_check(
+        tmp_path: Path) -> None:
+    path = tmp_path / "in.csv"
+    path.write_bytes(b'id,name,zip\n1,"a\x00""b",x\n2,\x00,"y\x00"\n3,c,z\n')
+    frame = read_all(SourceSpec(str(path)))
+    assert frame.rows() == [(1, "1", 'a\x00"b', "x"), (2, "2", "\x00", "y\x00"),
+                            (3, "3", "c", "z")]
+
+
+def test_a_cr_only_file_with_a_lf_further_on_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "in.csv"
+    head = b"a,b\r" + b"1,2\r" * 300_000   # more than the first MB, all CR
+    path.write_bytes(head + b"3,4\n")
+    with pytest.raises(SourceError) as caught:
+        next(open_source(SourceSpec(str(path))).batches())
+    assert str(caught.value) == (
+        f"{path}, byte {len(head) + 3}: the file ends lines with CR alone (old Mac style) "
+        "but has a LF here: convert its line ends to LF or CRLF")
+
+
+def test_ndjson_values_are_text_as_written(tmp_path: Path) -> None:
+    path = tmp_path / "in.ndjson"
+    path.write_bytes(b'{"id": 1, "n": 2}\n\n  \n'
+                     b'{"id": 2, "n": 1.50, "ok": true, "tags": ["a", "b"]}\r\n'
+                     b'{"n": 123456789012345678901234567890, "id": 3, "o": {"k": null}}\n'
+                     b'{"id": 4, "n": 0.1000000000000000055511151231257827, "ok": false}\n'
+                     b'{"id": 5, "s": "x\\u00e9\\u0000"}')
+    source = open_source(SourceSpec(str(path)))
+    assert source.columns == ("id", "n", "ok", "tags", "o", "s")
+    got = pl.concat(source.batches())
+    assert got.rows() == [
+        (1, "1", "2", None, None, None, None),
+        (2, "2", "1.50", "true", '["a","b"]', None, None),
+        (3, "3", "123456789012345678901234567890", None, None, '{"k":null}', None),
+        (4, "4", "0.1000000000000000055511151231257827", "false", None, None, None),
+        (5, "5", None, None, None, None, "x\u00e9\x00"),
+    ]
+
+
+@pytest.mark.parametrize(("line", "offset"), [
+    (b'{"id": 3', 26), (b'{"id": 3}{"id": 4}', 26), (b"[3]", 26), (b"null", 26),
+    (b'{"id": "\\ud800"}', 26)])
+def test_a_line_that_is_not_one_json_object_refuses_the_file_on_open(
+        tmp_path: Path, line: bytes, offset: int) -> None:
+    path = tmp_path / "in.ndjson"
+    path.write_bytes(b'{"id": 1}\n\n{"id": 222222}\n' + line + b'\n{"id": 5}\n')
+    with pytest.raises(SourceError, match=rf"in.ndjson, row 3, byte {offset}: line is not "
+                                          r"one JSON object"):
+        open_source(SourceSpec(str(path)))
+
+
+def test_a_source_reads_the_bytes_it_fingerprinted(tmp_path: Path) -> None:
+    path = tmp_path / "in.csv"
+    path.write_bytes(b"a,b\n1,2\n3,4\n")
+    source = open_source(SourceSpec(str(path)))
+    with path.open("ab") as f:
+        f.write(b"5,6\n7,8,9")  # appended after the fingerprint: a later run reads it
+    assert pl.concat(source.batches())["a"].to_list() == ["1", "3"]
+    source.fingerprint()
+    with pytest.raises(SourceError, match="row 4"):
+        next(source.batches())
+
+
+def test_a_file_rewritten_with_other_columns_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "in.ndjson"
+    path.write_bytes(b'{"a": 1}\n')
+    source = open_source(SourceSpec(str(path)))
+    path.write_bytes(b'{"b": 1}\n{"b": 2}\n')
+    with pytest.raises(SourceError, match="the columns changed since the input was opened"):
+        next(source.batches())

@@ -114,3 +114,35 @@ def test_any_csv_reads_the_same_in_any_block_size(tmp_path: Path,
     path.write_bytes(out.getvalue().encode())
     monkeypatch.setattr(source_module, "_BLOCK_BYTES", block)
     assert_same(read_batches(path, chunk_rows), scan_reference(path, chunk_rows))
+
+
+LF_ONLY = (b'id,name,note\n1,"Ann\nMarie","say ""hi"""\n\n2,Bob,"a,b"\n,,\n'
+           b'3,"\xc3\xa9t\xc3\xa9 \xe2\x82\xac",' + b"y" * 50 + b'\n4,"' + b"\n" * 9 + b'",z')
+
+
+@pytest.mark.parametrize("block", BLOCK_SIZES)
+def test_cr_line_ends_read_like_lf_line_ends(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             block: int) -> None:
+    monkeypatch.setattr(source_module, "_BLOCK_BYTES", block)
+    for data in (LF_ONLY, LF_ONLY + b"\n"):
+        (tmp_path / "lf.csv").write_bytes(data)
+        (tmp_path / "cr.csv").write_bytes(data.replace(b"\n", b"\r"))
+        want = read_batches(tmp_path / "lf.csv", 2)
+        got = [b.with_columns(pl.col(pl.String).str.replace_all("\r", "\n"))
+               for b in read_batches(tmp_path / "cr.csv", 2)]
+        assert_same(got, want)
+
+
+@pytest.mark.parametrize("block", [1, 7, 64, 4 << 20])
+def test_ndjson_reads_the_same_in_any_block_size(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch,
+                                                 block: int) -> None:
+    path = tmp_path / "in.ndjson"
+    path.write_bytes(b'{"k": "a", "v": 1}\n\n{"v": 12345678901234567.5}\n{"k": "\\n"}\r\n'
+                     b'{"k": "c", "v": [1]}')
+    want = [(1, "a", "1"), (2, None, "12345678901234567.5"), (3, "\n", None),
+            (4, "c", "[1]")]
+    monkeypatch.setattr(source_module, "_BLOCK_BYTES", block)
+    source = open_source(SourceSpec(str(path), chunk_rows=2))
+    assert [len(b) for b in source.batches()] == [2, 2]
+    assert pl.concat(source.batches()).rows() == want

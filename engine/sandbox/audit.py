@@ -1,7 +1,12 @@
-"""What the sandbox saw and holds: counts, duplicates, statuses, faults, the busiest window."""
+"""What the sandbox saw and holds: counts, duplicates, statuses, faults, the busiest window.
+
+Tokens appear only as fingerprints (`token_fingerprint`): the report is no way to learn
+the tokens the sandbox accepts.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +31,11 @@ class Stats:
         self.requests = 0
         self.statuses.clear()
         self.rate_limited.clear()
+
+
+def token_fingerprint(token: str) -> str:
+    """A short, stable stand-in for a token in reports: `sha256:` and 12 hex digits."""
+    return "sha256:" + hashlib.sha256(token.encode()).hexdigest()[:12]
 
 
 def parse_keys(spec: str | None) -> list[tuple[str, str]]:
@@ -89,7 +99,7 @@ def audit(portal: Portal, limits: Limits, faults: Faults, stats: Stats,
                 "by_type": {str(t): n for t, n in sorted(by_type.items())},
             }
 
-    by_token = limits.max_accepted_in_window()
+    by_token = {token_fingerprint(t): n for t, n in limits.max_accepted_in_window().items()}
     return {
         "records": records,
         "associations": edges,
@@ -105,5 +115,5 @@ def audit(portal: Portal, limits: Limits, faults: Faults, stats: Stats,
             "max_accepted_in_any_window": max(by_token.values(), default=0),
             "by_token": by_token,
         },
-        "daily_used": {token: u.daily_used for token, u in limits.usage.items()},
+        "daily_used": {token_fingerprint(t): u.daily_used for t, u in limits.usage.items()},
     }

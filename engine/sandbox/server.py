@@ -2,7 +2,8 @@
 
 Order for an API request: auth (401) -> limits, counted on arrival (429) -> latency ->
 5xx / connection reset before any work -> the work -> response lost after the work.
-`/__sandbox/` routes skip all of it.
+`/__sandbox/` routes need the bearer token too (they show records and change settings)
+but skip the limits, the faults and the counters.
 """
 
 from __future__ import annotations
@@ -134,8 +135,7 @@ def api(work: Work, is_search: bool = False, raw_work: RawWork | None = None
         if len(request.raw_path) > URL_LIMIT:
             stats.statuses[414] += 1
             return web.Response(body=HTML_414, status=414, content_type="text/html")
-        auth = request.headers.get("Authorization", "")
-        token = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+        token = _bearer(request)
         if token not in state.tokens:
             error = unauthorized()
             stats.statuses[401] += 1
@@ -178,6 +178,11 @@ def api(work: Work, is_search: bool = False, raw_work: RawWork | None = None
         return _json_response(status, payload, verdict.headers)
 
     return handler
+
+
+def _bearer(request: web.Request) -> str:
+    auth = request.headers.get("Authorization", "")
+    return auth[7:].strip() if auth[:7].lower() == "bearer " else ""
 
 
 # --- API routes ---------------------------------------------------------------------------
@@ -287,13 +292,16 @@ def _assoc_batch(state: State, request: web.Request, body: Any) -> Answer:
     raise ApiError(404, error_body(f"Unknown batch operation {op}", "OBJECT_NOT_FOUND"))
 
 
-# --- audit routes (no auth, no limits, no faults) -----------------------------------------
+# --- audit routes (auth, but no limits, no faults, not counted) ---------------------------
 
 
 def _audit_call(fn: Callable[[State, web.Request, Any], Answer]
                 ) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def handler(request: web.Request) -> web.Response:
         state = request.app[STATE]
+        if _bearer(request) not in state.tokens:
+            error = unauthorized()
+            return _json_response(error.status, error.body)
         body: Any = None
         if request.method == "POST" and request.can_read_body:
             raw = await request.read()

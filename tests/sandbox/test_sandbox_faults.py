@@ -45,7 +45,8 @@ async def test_5xx_answers_before_any_work_and_audit_calls_are_never_faulted():
         statuses = [(await _post(s, sandbox))[0] for _ in range(10)]
         assert set(statuses) <= {502, 503, 504}
         assert sandbox.records("contacts") == []
-        async with s.get(sandbox.base_url + "/__sandbox/audit") as resp:
+        async with s.get(sandbox.base_url + "/__sandbox/audit",
+                         headers={"Authorization": f"Bearer {sandbox.token}"}) as resp:
             assert resp.status == 200
             report = await resp.json()
         assert report["faults"]["5xx"] == 10
@@ -80,7 +81,8 @@ async def test_faults_can_be_switched_at_run_time():
         assert (await _post(s, sandbox))[0] == 201
         sandbox.configure(fault_5xx=1.0)
         assert (await _post(s, sandbox))[0] in (502, 503, 504)
-        async with s.post(sandbox.base_url + "/__sandbox/config", json={"fault_5xx": 0}) as r:
+        async with s.post(sandbox.base_url + "/__sandbox/config", json={"fault_5xx": 0},
+                          headers={"Authorization": f"Bearer {sandbox.token}"}) as r:
             assert r.status == 200
         body = {"inputs": [{"properties": {"email": "later@example.com"}}]}
         assert (await _post(s, sandbox, json=body))[0] == 201

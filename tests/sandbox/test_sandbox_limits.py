@@ -9,6 +9,7 @@ import uuid
 import aiohttp
 
 from engine.sandbox import SandboxSettings, running_sandbox
+from engine.sandbox.audit import token_fingerprint
 
 LIST = "/crm/v3/objects/contacts"
 
@@ -65,7 +66,8 @@ async def test_windows_are_per_token():
         other = [await _get(session, sandbox, token="pat-b") for _ in range(3)]
         assert [s for s, _, _ in first] == [200, 200, 200, 429]
         assert [s for s, _, _ in other] == [200, 200, 200]
-        assert sandbox.audit()["window"]["by_token"] == {sandbox.token: 3, "pat-b": 3}
+        assert sandbox.audit()["window"]["by_token"] == {token_fingerprint(sandbox.token): 3,
+                                                         token_fingerprint("pat-b"): 3}
 
 
 async def test_daily_quota_answers_daily_429_with_daily_headers():
@@ -105,7 +107,8 @@ async def test_limits_change_at_run_time_through_the_config_route():
     async with running_sandbox(SandboxSettings(rate_requests=None)) as sandbox, \
             aiohttp.ClientSession() as session:
         async with session.post(sandbox.base_url + "/__sandbox/config",
-                                json={"rate_requests": 1, "rate_window_s": 60}) as resp:
+                                json={"rate_requests": 1, "rate_window_s": 60},
+                                headers={"Authorization": f"Bearer {sandbox.token}"}) as resp:
             assert resp.status == 200
             assert (await resp.json())["rate_requests"] == 1
         statuses = [(await _get(session, sandbox))[0] for _ in range(2)]
