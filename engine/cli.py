@@ -24,7 +24,7 @@ from engine.checkpoint import completed_run
 from engine.client import HubSpotClient
 from engine.config import ClientSettings, Rate, Secret, load_token, resolve_base_url
 from engine.dryrun import run_dry
-from engine.errors import ConfigError, EngineError
+from engine.errors import ConfigError, EngineError, SourceError
 from engine.exporter import (
     ExportSummary,
     add_export_arguments,
@@ -65,6 +65,11 @@ def run_async(go: Callable[[StopRequest], Awaitable[T]]) -> T:
 
     try:
         return anyio.run(main)
+    except BaseExceptionGroup as group:  # the task group's wrapping: the error that matters
+        leaf = first_error(group)
+        if leaf is None:
+            raise
+        raise leaf from None
     finally:
         PENDING.install()  # the loop put the default handlers back
 
@@ -237,7 +242,13 @@ def run_import_command(args: argparse.Namespace) -> int:
 
     done = None if args.restart else completed_run(checkpoint, import_request(spec))
     if done is None:
-        summary, code = run_async(go)
+        try:
+            summary, code = run_async(go)
+        except SourceError:  # found mid-run: still account for what was written
+            if checkpoint.exists():
+                with contextlib.suppress(EngineError, OSError):
+                    write_outputs(checkpoint, spec, results=args.results, rejects=args.rejects)
+            raise
     else:  # the same input ran to the end: no call at all, the stored account
         print(f"hsbulk: {complete_message(done, checkpoint)}", file=sys.stderr)
         (summary,), code = stored_result(done)

@@ -43,6 +43,8 @@ from engine.errors import ConfigError
 
 STDOUT = Path("-")
 FORMULA_START = r"^[=+\-@\t\r\n]"
+ESCAPED_FORMULA_START = r"^'[=+\-@\t\r\n]"
+WRITTEN_BY_HSBULK = "hsbulk_source_row"  # a CSV with this column is a rejects file of ours
 
 Format = Literal["csv", "parquet", "ndjson"]
 _FORMATS: dict[str, Format] = {".csv": "csv", ".txt": "csv", ".parquet": "parquet",
@@ -87,6 +89,13 @@ def escape_expr(name: str) -> pl.Expr:
     """A text cell that a spreadsheet would run as a formula gets a leading `'`."""
     e = pl.col(name)
     return (pl.when(e.str.contains(FORMULA_START)).then(pl.lit("'") + e).otherwise(e)
+            .alias(name))
+
+
+def unescape_expr(name: str) -> pl.Expr:
+    """The inverse of `escape_expr`: for reading back a CSV file hsbulk wrote."""
+    e = pl.col(name)
+    return (pl.when(e.str.contains(ESCAPED_FORMULA_START)).then(e.str.slice(1)).otherwise(e)
             .alias(name))
 
 

@@ -58,6 +58,7 @@ import msgspec
 import polars as pl
 
 from engine.errors import SourceError
+from engine.outputs import WRITTEN_BY_HSBULK, unescape_expr
 
 SOURCE_ROW = "source_row"
 MAX_FIELD_CHARS = 65_536
@@ -504,11 +505,14 @@ class Source:
             raise SourceError(f"no such column: {', '.join(unknown)}", path=self.spec.path)
         self.stats = SourceStats()
         next_row = 1
+        ours = self.format == "csv" and WRITTEN_BY_HSBULK in self.columns
         for path in self.files:
             last = next_row - 1
             for batch in self._guarded(path, next_row, wanted):
                 if batch.height == 0:
                     continue
+                if ours:  # a rejects file of ours: undo the spreadsheet-formula escape
+                    batch = batch.with_columns(unescape_expr(c) for c in wanted)
                 last = int(batch[SOURCE_ROW][-1])
                 blank = pl.all_horizontal(pl.col(c).is_null() for c in wanted)
                 mask = batch.select(blank).to_series()

@@ -300,3 +300,24 @@ def test_an_incremental_export_into_the_same_folder_keeps_the_earlier_parts(tmp_
     manifest = orjson.loads((out / "_manifest.json").read_bytes())
     assert {f["path"] for f in manifest["files"]} == set(third)
     assert manifest["records"] == 5 and len(manifest["runs"]) == 1
+
+
+def test_a_formula_looking_value_round_trips_through_a_fixed_rejects_file(tmp_path,
+                                                                          sandbox_env):
+    """The rejects CSV shows `'+1 555` (safe in a spreadsheet); importing it again sends
+    `+1 555`, the value of the original file."""
+    sandbox = sandbox_env(rate_requests=None)
+    rows = with_bad_stages(3, {1: "=HYPERLINK(1)"})
+    rows[1][2] = "+1 555 0100"
+    source = write_csv(tmp_path / "contacts.csv", HEADER, rows)
+    flags = [*UPSERT, "--base-url", sandbox.base_url, "--rate", "none", "--quiet"]
+    rejects = tmp_path / "rej.csv"
+    assert main(["import", str(source), *flags, "--checkpoint", str(tmp_path / "1.db"),
+                 "--rejects", str(rejects)]) == 1
+    table = pl.read_csv(rejects, infer_schema=False)
+    assert table["Last Name"].to_list() == ["'+1 555 0100"]
+    table.with_columns(pl.lit("Lead").alias("Lifecycle Stage")).write_csv(rejects)
+    assert main(["import", str(rejects), *flags, "--checkpoint", str(tmp_path / "2.db")]) == 0
+    stored = {r["properties"]["email"]: r["properties"] for r in sandbox.records("contacts")}
+    assert stored["user1@example.com"]["lastname"] == "+1 555 0100"
+    assert stored["user1@example.com"]["firstname"] == "=HYPERLINK(1)"

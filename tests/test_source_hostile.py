@@ -240,7 +240,10 @@ def test_a_read_failure_mid_run_names_the_file_and_row(tmp_path, sandbox_env, mo
         raise OSError(errno.EIO, "Input/output error")
 
     monkeypatch.setattr(source_module, "_blocks", failing)
-    assert run(tmp_path, sandbox, path) == 2
+    results = tmp_path / "results.csv"
+    assert run(tmp_path, sandbox, path, "--results", str(results)) == 2
     err = one_line_error(capsys)
     assert err.startswith(f"hsbulk: error: {path}, row ")
     assert err.endswith(": cannot read the file: Input/output error")
+    written = pl.read_csv(results, infer_schema=False)  # what was written is accounted for
+    assert written.height == len(sandbox.records("contacts"))
