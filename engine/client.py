@@ -306,8 +306,12 @@ class HubSpotClient:
         an error body, small and shown to people, always goes through `_scrub`.
         """
         body = answer.body
-        if 200 <= answer.status < 300 and not any(f in body for f in self._token_forms):
-            return answer
+        if 200 <= answer.status < 300:
+            for form in self._token_forms:
+                if form in body:
+                    break
+            else:
+                return answer
         clean = self._scrub(body)
         if clean == body:
             return answer

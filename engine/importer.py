@@ -306,29 +306,31 @@ class KeyGate:
     """
 
     def __init__(self) -> None:
-        self._held: dict[str, None] = {}
-        self._freed = anyio.Event()
+        self._held: set[str] = set()
+        self._freed: anyio.Event | None = None  # made only when a batch has to wait
 
     def __repr__(self) -> str:
         return f"KeyGate(held={len(self._held)})"
 
     def is_clear(self, keys: Sequence[str] | None) -> bool:
-        return keys is None or self._held.keys().isdisjoint(keys)
+        return keys is None or self._held.isdisjoint(keys)
 
     def hold(self, keys: Sequence[str] | None) -> None:
         if keys is not None:
-            self._held.update(dict.fromkeys(keys))
+            self._held.update(keys)
 
     def release(self, keys: Sequence[str] | None) -> None:
         if keys is None:
             return
-        for key in keys:
-            self._held.pop(key, None)
-        self._freed.set()
-        self._freed = anyio.Event()
+        self._held.difference_update(keys)
+        if self._freed is not None:
+            self._freed.set()
+            self._freed = None
 
     async def wait_clear(self, keys: Sequence[str] | None) -> None:
         while not self.is_clear(keys):
+            if self._freed is None:
+                self._freed = anyio.Event()
             await self._freed.wait()
 
 
