@@ -23,10 +23,10 @@ import anyio.to_thread
 import orjson
 import polars as pl
 
-from engine.checkpoint import DONE, IN_FLIGHT, Reject, SqliteCheckpoint, Transition
 from engine.client import HubSpotClient
 from engine.errors import ApiError, ConfigError, FatalApiError, RetryableApiError
 from engine.interrupt import StopRequest
+from engine.journal import DONE, IN_FLIGHT, Reject, SqliteCheckpoint, Transition
 from engine.schema import ObjectType
 from engine.source import Source
 

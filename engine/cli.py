@@ -20,7 +20,6 @@ from typing import TypeVar
 import anyio
 
 from engine import __version__
-from engine.checkpoint import completed_run
 from engine.client import HubSpotClient
 from engine.config import ClientSettings, Rate, Secret, load_token, resolve_base_url
 from engine.dryrun import run_dry
@@ -35,6 +34,7 @@ from engine.exporter import (
 from engine.importer import ImportSpec, plan_step, run_import, write_outputs
 from engine.interrupt import PENDING, StopRequest, watch_signals
 from engine.job import job_files, load_job, run_job, write_reports
+from engine.journal import completed_run
 from engine.mapping import MappingSpec
 from engine.normalize import NormalizeOptions
 from engine.outputs import refuse_inputs, uses_stdout

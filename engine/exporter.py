@@ -76,10 +76,10 @@ import orjson
 import polars as pl
 
 from engine import __version__
-from engine.checkpoint import ExportJournal, ExportPart, ExportRange
 from engine.client import HubSpotClient
 from engine.errors import ConfigError, EngineError
 from engine.interrupt import StopRequest
+from engine.journal import ExportJournal, ExportPart, ExportRange
 from engine.outputs import escape_expr, write_frame, write_json
 from engine.report import ProgressView
 from engine.schema import ObjectType, Property, Schema, canonical_object, fetch_schema

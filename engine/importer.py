@@ -32,15 +32,6 @@ import polars as pl
 from anyio.abc import TaskStatus
 
 from engine.batch import KEY, ROW, Batch, Batcher, clean_columns, encode_body, input_expr
-from engine.checkpoint import (
-    DONE,
-    IN_FLIGHT,
-    BatchRecord,
-    Reject,
-    Result,
-    SqliteCheckpoint,
-    Transition,
-)
 from engine.client import HubSpotClient, Response
 from engine.dryrun import prepare
 from engine.errors import (
@@ -53,6 +44,15 @@ from engine.errors import (
     TransportError,
 )
 from engine.interrupt import StopRequest
+from engine.journal import (
+    DONE,
+    IN_FLIGHT,
+    BatchRecord,
+    Reject,
+    Result,
+    SqliteCheckpoint,
+    Transition,
+)
 from engine.mapping import MappingSpec, ResolvedMapping
 from engine.normalize import NormalizeOptions, NormalizePlan, normalize
 from engine.report import (

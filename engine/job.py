@@ -18,7 +18,6 @@ from typing import Any
 import anyio
 
 from engine.associations import AssociationRule, inline_association, write_associations
-from engine.checkpoint import SqliteCheckpoint
 from engine.client import HubSpotClient
 from engine.errors import ApiError, ConfigError, QuotaExhausted, RetryableApiError, TransportError
 from engine.importer import (
@@ -30,6 +29,7 @@ from engine.importer import (
     write_outputs,
 )
 from engine.interrupt import StopRequest
+from engine.journal import SqliteCheckpoint
 from engine.mapping import MappingSpec
 from engine.normalize import NormalizeOptions
 from engine.report import REJECT_SCHEMA, ProgressView, Summary, frame_of, write_frame

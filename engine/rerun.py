@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from engine.checkpoint import RunInput, RunRecord, RunRequest
+from engine.journal import RunInput, RunRecord, RunRequest
 from engine.mapping import MappingSpec
 from engine.report import Summary
 from engine.source import SourceSpec, open_source

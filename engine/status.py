@@ -17,8 +17,8 @@ from typing import Any
 import orjson
 from rich.table import Table
 
-from engine.checkpoint import JournalInfo, describe_journal, journal_kind
 from engine.errors import CheckpointError, ConfigError
+from engine.journal import JournalInfo, describe_journal, journal_kind
 
 log = logging.getLogger("hsbulk.status")
 

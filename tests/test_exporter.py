@@ -14,7 +14,6 @@ import orjson
 import polars as pl
 import pytest
 
-from engine.checkpoint import ExportJournal
 from engine.client import HubSpotClient
 from engine.config import ClientSettings, Secret
 from engine.exporter import (
@@ -27,6 +26,7 @@ from engine.exporter import (
     run_export,
     shape_frame,
 )
+from engine.journal import ExportJournal
 from engine.sandbox import SandboxSettings, running_sandbox
 
 ROLES = ["CHAMPION", "BLOCKER", "END_USER"]

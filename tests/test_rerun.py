@@ -9,8 +9,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from engine.checkpoint import SqliteCheckpoint
 from engine.cli import main
+from engine.journal import SqliteCheckpoint
 
 HEADER = "Email,First Name\n"
 MAPS = ["--map", "Email=email", "--map", "First Name=firstname"]

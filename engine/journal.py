@@ -30,13 +30,15 @@ import itertools
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 from urllib.parse import quote
 
+import anyio
+import anyio.to_thread
 import orjson
 
 from engine.errors import CheckpointError
@@ -371,6 +373,24 @@ def completed_run(path: Path, request: RunRequest) -> RunRecord | None:
 def _table_exists(db: sqlite3.Connection, name: str) -> bool:
     return db.execute("select 1 from sqlite_master where type='table' and name=?",
                       (name,)).fetchone() is not None
+
+
+T = TypeVar("T")
+
+
+class JournalThread:
+    """The one async face of every journal: calls run off the event loop, one at a time.
+
+    A journal's connection is used by one thread at a time, and its fsyncs
+    (`synchronous=FULL`) never block the event loop. Import, associations and export all
+    reach their journal through `call`.
+    """
+
+    def __init__(self) -> None:
+        self._limiter = anyio.CapacityLimiter(1)
+
+    async def call(self, func: Callable[..., T], *args: Any) -> T:
+        return await anyio.to_thread.run_sync(func, *args, limiter=self._limiter)
 
 
 class SqliteCheckpoint:

@@ -2,7 +2,8 @@ import os
 
 import pytest
 
-from engine.checkpoint import (
+from engine.errors import CheckpointError
+from engine.journal import (
     DONE,
     IN_FLIGHT,
     Reject,
@@ -13,7 +14,6 @@ from engine.checkpoint import (
     Transition,
     describe_journal,
 )
-from engine.errors import CheckpointError
 
 
 def test_job_spec_and_inputs_must_match_on_resume(tmp_path):
