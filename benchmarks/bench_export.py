@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from engine.client import HubSpotClient  # noqa: E402
 from engine.config import ClientSettings, Rate, Secret  # noqa: E402
-from engine.exporter import ExportSpec, run_export  # noqa: E402
+from engine.exports import ExportSpec, run_export  # noqa: E402
 
 PROPS = ("email", "firstname", "lastname", "city", "phone", "jobtitle", "company",
          "date_of_birth", "hs_email_optout", "lifecyclestage")

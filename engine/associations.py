@@ -25,16 +25,16 @@ import polars as pl
 
 from engine.client import HubSpotClient
 from engine.errors import ApiError, ConfigError, FatalApiError, RetryableApiError
+from engine.imports.reconcile import KeyReader
 from engine.interrupt import StopRequest
-from engine.journal import DONE, IN_FLIGHT, Reject, SqliteCheckpoint, Transition
+from engine.journal import BatchState, JournalThread, Reject, SqliteCheckpoint
 from engine.schema import ObjectType
+from engine.source import SOURCE_ROW as ROW
 from engine.source import Source
 
 log = logging.getLogger("hsbulk.associations")
 
-ROW = "source_row"
 DEFAULT_INPUT_LIMIT = 2_000
-READ_LIMIT = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,8 +109,9 @@ async def resolve_type(client: HubSpotClient, frm: ObjectType, to: ObjectType,
 
 
 async def inline_association(client: HubSpotClient, checkpoint: SqliteCheckpoint,
-                             obj: ObjectType, source: Source,
-                             rule: AssociationRule) -> tuple[AssociationType, dict[str, str]]:
+                             obj: ObjectType, source: Source, rule: AssociationRule, *,
+                             thread: JournalThread | None = None,
+                             ) -> tuple[AssociationType, dict[str, str]]:
     """What a create step needs to write `rule` inside its create calls: the type to use
     (the pair's unlabeled HubSpot-defined type by default) and the target ids by key."""
     kind = await resolve_type(client, obj, rule.to_object, rule)
@@ -122,7 +123,7 @@ async def inline_association(client: HubSpotClient, checkpoint: SqliteCheckpoint
                               f"{rule.to_object}; give a label or type_id")
         kind = AssociationType("HUBSPOT_DEFINED", int(unlabeled[0]["typeId"]))
     keys = await anyio.to_thread.run_sync(_column_keys, source, rule.column)
-    ids = await KeyResolver(client, checkpoint).resolve(rule.to_object, rule.key, keys)
+    ids = await KeyResolver(client, checkpoint, thread).resolve(rule.to_object, rule.key, keys)
     return kind, ids
 
 
@@ -155,38 +156,26 @@ def _known(labels: Sequence[Mapping[str, Any]]) -> str:
 
 
 class KeyResolver:
-    """Natural key -> record id: the journal's id map, then batch reads (cached)."""
+    """Natural key -> record id: the journal's id map, then reads by key (cached)."""
 
-    def __init__(self, client: HubSpotClient, checkpoint: SqliteCheckpoint) -> None:
-        self.client = client
+    def __init__(self, client: HubSpotClient, checkpoint: SqliteCheckpoint,
+                 thread: JournalThread | None = None) -> None:
+        self.reader = KeyReader(client)
         self.checkpoint = checkpoint
+        self.thread = thread or JournalThread()
 
     async def resolve(self, obj: ObjectType, prop: str, keys: Iterable[str]) -> dict[str, str]:
         """Lower-cased key -> id for the keys that exist."""
         name = obj.name or obj.type_id
         wanted = sorted({k.lower() for k in keys})
-        found: dict[str, str] = await anyio.to_thread.run_sync(
+        found: dict[str, str] = await self.thread.call(
             self.checkpoint.lookup_ids, name, prop, wanted)
         missing = [k for k in wanted if k not in found]
-        learned: dict[tuple[str, str, str], str] = {}
-        for start in range(0, len(missing), READ_LIMIT):
-            part = missing[start:start + READ_LIMIT]
-            payload = {"idProperty": prop, "properties": [prop],
-                       "inputs": [{"id": key} for key in part]}
-            if prop == "hs_object_id":
-                payload = {"properties": [prop], "inputs": [{"id": key} for key in part]}
-            response = await self.client.post_json(
-                f"/crm/v3/objects/{obj.path_name}/batch/read", payload)
-            for result in (response.json() or {}).get("results") or ():
-                value = (result.get("properties") or {}).get(prop)
-                if value is None and prop == "hs_object_id":
-                    value = result.get("id")
-                if value is not None:
-                    found[str(value).lower()] = str(result["id"])
-                    learned[(name, prop, str(value).lower())] = str(result["id"])
-        if learned:
-            await anyio.to_thread.run_sync(
-                self.checkpoint.apply, [Transition("idmap", -1, "LOCAL", ids=learned)])
+        read = await self.reader.read(obj, prop, missing) if missing else {}
+        found.update({key: record.id for key, record in read.items()})
+        if read:
+            await self.thread.call(self.checkpoint.remember_ids,
+                                   {(name, prop, key): record.id for key, record in read.items()})
         return found
 
 
@@ -216,6 +205,7 @@ async def write_associations(
     client: HubSpotClient, checkpoint: SqliteCheckpoint, *, step: str, obj: ObjectType,
     source: Source, rule: AssociationRule, input_limit: int = DEFAULT_INPUT_LIMIT,
     inline: bool = False, stop: StopRequest | None = None,
+    thread: JournalThread | None = None,
 ) -> AssociationOutcome:
     """Write one association rule of one step; resumable through the journal.
 
@@ -223,9 +213,10 @@ async def write_associations(
     that were not created (e.g. updated after a conflict) still need a call.
     """
     key = rule.step_key(step)
-    results = await anyio.to_thread.run_sync(results_frame, checkpoint, step)
+    thread = thread or JournalThread()
+    results = await thread.call(results_frame, checkpoint, step)
     frame = await anyio.to_thread.run_sync(_edge_frame, source, rule, results)
-    resolver = KeyResolver(client, checkpoint)
+    resolver = KeyResolver(client, checkpoint, thread)
     ids = await resolver.resolve(rule.to_object, rule.key, frame.get_column("key").to_list())
     frame = frame.with_columns(
         pl.col("key").str.to_lowercase().replace_strict(ids, default=None).alias("to_id"))
@@ -235,18 +226,18 @@ async def write_associations(
                       "without this association", value)
                for row, value in missing.select(ROW, "key").iter_rows()]
     if rejects:
-        await anyio.to_thread.run_sync(checkpoint.record_rejects, key, rejects)
+        await thread.call(checkpoint.record_rejects, key, rejects)
     edges = frame.filter(pl.col("to_id").is_not_null()).unique(
         ["from_id", "to_id"], keep="first", maintain_order=True)
     carried = 0
     if inline:
         carried = edges.filter(pl.col("action") == "created").height
         edges = edges.filter(pl.col("action") != "created")
-    journal = await anyio.to_thread.run_sync(checkpoint.batches, key)
+    journal = await thread.call(checkpoint.batches, key)
     outcome = AssociationOutcome()
     batches = math.ceil(edges.height / input_limit)
     pending = [seq for seq in range(batches)
-               if journal.get(seq) is None or journal[seq].state != DONE]
+               if journal.get(seq) is None or journal[seq].state is not BatchState.DONE]
     kind = await resolve_type(client, obj, rule.to_object, rule) if pending else None
     sender = _EdgeSender(client, obj, rule.to_object, kind, input_limit)
     for seq in pending:
@@ -254,13 +245,11 @@ async def write_associations(
             break  # the rest is written by the next run
         part = edges.slice(seq * input_limit, input_limit)
         rows = part.get_column(ROW).to_list()
-        await anyio.to_thread.run_sync(checkpoint.apply, [
-            Transition(key, seq, IN_FLIGHT, rows=rows)])
+        await thread.call(checkpoint.begin_batches, key, [(seq, rows, None)])
         written, errors = await sender.send(part)
-        await anyio.to_thread.run_sync(checkpoint.apply, [
-            Transition(key, seq, DONE, rejects=errors, edges=written)])
+        await thread.call(checkpoint.record_edges, key, seq, written, errors)
     outcome.calls = sender.calls
-    counts = await anyio.to_thread.run_sync(checkpoint.counts, key)
+    counts = await thread.call(checkpoint.counts, key)
     outcome.edges = counts.created + carried
     outcome.rejected_rows = counts.rejected
     return outcome

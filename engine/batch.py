@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
+from engine.source import SOURCE_ROW
+
 BATCH_SIZE = 100
-ROW = "source_row"
 KEY = "__key"
 INPUT = "__input"
 
@@ -83,7 +84,8 @@ def input_expr(
             .otherwise(pl.lit(""))
         )
     if trace:
-        parts += [pl.lit(',"objectWriteTraceId":"'), pl.col(ROW).cast(pl.String), pl.lit('"')]
+        parts += [pl.lit(',"objectWriteTraceId":"'), pl.col(SOURCE_ROW).cast(pl.String),
+                  pl.lit('"')]
     parts.append(pl.lit("}"))
     return pl.concat_str(parts).alias(INPUT)
 
@@ -130,7 +132,7 @@ class Batcher:
 
     def feed(self, frame: pl.DataFrame) -> Iterator[Batch]:
         """`frame` holds `source_row`, `__input` and optionally `__key`, in source order."""
-        rows = frame.get_column(ROW).to_list()
+        rows = frame.get_column(SOURCE_ROW).to_list()
         inputs = frame.get_column(INPUT).to_list()
         keys: list[str] | None = None
         keys_folded: list[str] | None = None

@@ -8,38 +8,45 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import logging
+import re
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
 import anyio
+import orjson
 
 from engine import __version__
-from engine.client import HubSpotClient
-from engine.config import ClientSettings, Rate, Secret, load_token, resolve_base_url
-from engine.dryrun import run_dry
-from engine.errors import ConfigError, EngineError, SourceError
-from engine.exporter import (
-    ExportSummary,
-    add_export_arguments,
-    export_spec_from_args,
-    run_export,
-    write_export_summary,
+from engine.api import (
+    Connection,
+    ExportResult,
+    ImportOptions,
+    RunResult,
+    RunState,
+    export_objects,
+    first_error,
+    import_file,
+    import_spec,
+    open_client,
+    run_job,
 )
-from engine.importer import ImportSpec, plan_step, run_import, write_outputs
+from engine.client import HubSpotClient
+from engine.config import DEFAULT_CONCURRENCY, Rate, parse_duration_s
+from engine.dryrun import run_dry
+from engine.errors import ConfigError, EngineError
+from engine.exports import ExportSpec
+from engine.imports.plan import ImportSpec, plan_step
 from engine.interrupt import PENDING, StopRequest, watch_signals
-from engine.job import job_files, load_job, run_job, write_reports
-from engine.journal import completed_run
+from engine.job import load_job
 from engine.mapping import MappingSpec
 from engine.normalize import NormalizeOptions
 from engine.outputs import refuse_inputs, uses_stdout
-from engine.report import ProgressView, Summary, print_table, render_summaries, write_summary
-from engine.rerun import complete_message, import_request, job_request, stored_result
+from engine.report import ProgressView, print_table, render_summaries
 from engine.schema import Schema, canonical_object, fetch_schema
 from engine.source import SourceSpec, open_source
 from engine.status import as_json as status_json
@@ -97,7 +104,7 @@ def add_connection_options(parser: argparse.ArgumentParser) -> None:
                        "(default 100/10s, safe for every HubSpot tier)")
     group.add_argument("--search-rate", type=_rate, default=Rate(5, 1.0), metavar="N/s",
                        help="search requests per second (default 5/s)")
-    group.add_argument("--concurrency", type=int, default=8,
+    group.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY,
                        help="requests in flight at once (default 8)")
     group.add_argument("--daily-reserve", type=int, default=0, metavar="N",
                        help="stop before the daily quota's remainder drops below N")
@@ -111,31 +118,32 @@ def add_connection_options(parser: argparse.ArgumentParser) -> None:
     noise.add_argument("--verbose", action="store_true", help="debug logging")
 
 
+def connection_of(args: argparse.Namespace) -> Connection:
+    """The connection flags as the API's `Connection`."""
+    return Connection(base_url=args.base_url, token_file=args.token_file, rate=args.rate,
+                      search_rate=args.search_rate, concurrency=args.concurrency,
+                      daily_reserve=args.daily_reserve, timeout_s=args.timeout)
+
+
+@contextlib.asynccontextmanager
+async def connection(args: argparse.Namespace) -> AsyncIterator[Connection]:
+    """The run's connection: to the in-process sandbox when `--sandbox` is given."""
+    conn = connection_of(args)
+    if not args.sandbox:
+        yield conn
+        return
+    from engine.sandbox import SandboxSettings, running_sandbox
+
+    async with running_sandbox(SandboxSettings()) as sandbox:
+        log.info("sandbox serving at %s", sandbox.base_url)
+        yield replace(conn, base_url=sandbox.base_url, token=sandbox.token)
+
+
 @contextlib.asynccontextmanager
 async def connect(args: argparse.Namespace) -> AsyncIterator[HubSpotClient]:
-    """A client for the run, with the in-process sandbox when `--sandbox` is given."""
-    async with contextlib.AsyncExitStack() as stack:
-        if args.sandbox:
-            from engine.sandbox import SandboxSettings, running_sandbox
-
-            sandbox = await stack.enter_async_context(running_sandbox(SandboxSettings()))
-            base_url, token = sandbox.base_url, Secret(sandbox.token)
-            log.info("sandbox serving at %s", base_url)
-        else:
-            base_url = resolve_base_url(args.base_url)
-            token = load_token(args.token_file)
-        settings = ClientSettings(
-            base_url, token, rate=args.rate, search_rate=args.search_rate,
-            concurrency=args.concurrency, read_timeout_s=args.timeout,
-            daily_reserve=args.daily_reserve)
-        client = await stack.enter_async_context(HubSpotClient(settings))
+    """A client for the run (the dry run reads the schema with it)."""
+    async with connection(args) as conn, open_client(conn) as client:
         yield client
-
-
-def default_checkpoint(*parts: str) -> Path:
-    digest = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:12]
-    name = "-".join(p for p in parts[:1] if p) or "job"
-    return Path(".hsbulk") / f"{name}-{digest}.db"
 
 
 def add_normalize_options(parser: argparse.ArgumentParser) -> None:
@@ -206,61 +214,55 @@ def normalize_options(args: argparse.Namespace) -> NormalizeOptions:
         thousands=args.thousands, decimal=args.decimal)
 
 
-def import_spec(args: argparse.Namespace) -> ImportSpec:
+def import_options(args: argparse.Namespace) -> ImportOptions:
     if args.concurrency < 1:
         raise ConfigError("--concurrency must be at least 1")
-    mapping = MappingSpec.from_flags(args.map, args.mapping,
-                                     strict_columns=args.strict_columns,
-                                     ignore_unknown=args.ignore_unknown)
-    return ImportSpec(
-        object_type=canonical_object(args.object),
-        source=SourceSpec(args.source, delimiter=args.delimiter,
-                          encoding_errors=args.encoding_errors),
-        mode=args.mode, id_property=args.id_property, mapping=mapping,
-        options=normalize_options(args), on_conflict=args.on_conflict,
-        import_key=args.import_key, concurrency=args.concurrency)
+    return ImportOptions(
+        mode=args.mode, id_property=args.id_property, map=dict(parse_maps(args.map)),
+        mapping_file=args.mapping, strict_columns=args.strict_columns,
+        ignore_unknown=args.ignore_unknown, values=normalize_options(args),
+        on_conflict=args.on_conflict, import_key=args.import_key, delimiter=args.delimiter,
+        encoding_errors=args.encoding_errors)
+
+
+def parse_maps(pairs: Sequence[str]) -> list[tuple[str, str]]:
+    """`--map COLUMN=PROPERTY` flags, checked as the mapping reads them."""
+    return list(MappingSpec.from_flags(pairs, None).pairs)
 
 
 def run_import_command(args: argparse.Namespace) -> int:
-    spec = import_spec(args)
-    refuse_inputs([args.results, args.rejects, args.summary, args.emit_normalized],
-                  [args.source, args.mapping, args.token_file, args.checkpoint])
+    options = import_options(args)
     if args.emit_normalized is not None and not args.dry_run:
         raise ConfigError("--emit-normalized goes with --dry-run")
     if args.dry_run:
-        return run_dry_run(args, spec)
-    checkpoint = args.checkpoint or (sandbox_checkpoint("import") if args.sandbox else
-                                     default_checkpoint(
-        str(spec.object_type), spec.mode, str(Path(args.source).resolve()),
-        str(args.base_url or "")))
+        refuse_inputs([args.results, args.rejects, args.summary, args.emit_normalized],
+                      [args.source, args.mapping, args.token_file, args.checkpoint])
+        return run_dry_run(args, import_spec(
+            args.object, SourceSpec(args.source, delimiter=args.delimiter,
+                                    encoding_errors=args.encoding_errors),
+            options, args.concurrency))
+    checkpoint = args.checkpoint or (sandbox_checkpoint("import") if args.sandbox else None)
     progress = ProgressView(quiet=args.quiet)
 
-    async def go(stop: StopRequest) -> tuple[Summary, int]:
-        async with connect(args) as client:
-            return await run_import(client, checkpoint, spec, progress=progress, stop=stop,
-                                    restart=args.restart)
+    async def go(stop: StopRequest) -> RunResult:
+        async with connection(args) as conn:
+            return await import_file(
+                args.source, args.object, options, connection=conn, checkpoint=checkpoint,
+                results=args.results, rejects=args.rejects, summary=args.summary,
+                restart=args.restart, progress=progress, stop=stop, raise_on_stop=False)
 
-    done = None if args.restart else completed_run(checkpoint, import_request(spec))
-    if done is None:
-        try:
-            summary, code = run_async(go)
-        except SourceError:  # found mid-run: still account for what was written
-            if checkpoint.exists():
-                with contextlib.suppress(EngineError, OSError):
-                    write_outputs(checkpoint, spec, results=args.results, rejects=args.rejects)
-            raise
-    else:  # the same input ran to the end: no call at all, the stored account
-        print(f"hsbulk: {complete_message(done, checkpoint)}", file=sys.stderr)
-        (summary,), code = stored_result(done)
-    write_outputs(checkpoint, spec, results=args.results, rejects=args.rejects)
-    if args.summary is not None:
-        write_summary(args.summary, [summary])
-    print_table(render_summaries([summary]), quiet=args.quiet,
+    result = run_async(go)
+    if result.already_complete:
+        print(f"hsbulk: {result.already_complete}", file=sys.stderr)
+    print_table(render_summaries(result.summaries), quiet=args.quiet,
                 stderr=uses_stdout(args.summary, args.results, args.rejects))
-    if summary.stop_reason:
-        print(f"hsbulk: stopped: {summary.stop_reason}; run the same command again to "
+    if result.stop_reason:
+        print(f"hsbulk: stopped: {result.stop_reason}; run the same command again to "
               "resume", file=sys.stderr)
-    return code
+    return EXIT_CODES[result.state]
+
+
+EXIT_CODES = {RunState.DONE: 0, RunState.DONE_WITH_REJECTS: 1, RunState.STOPPED: 4}
 
 
 DRY_RUN_FORMATS = (".csv", ".parquet", ".pq")
@@ -306,35 +308,99 @@ def add_run_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]
 
 def run_job_command(args: argparse.Namespace) -> int:
     job = load_job(args.job)
-    if args.checkpoint is not None or args.sandbox:
-        job = replace(job, checkpoint=args.checkpoint or sandbox_checkpoint(job.name))
-    written, read = job_files(job, args.reports or job.reports)
-    refuse_inputs([args.summary, *written], [*read, args.token_file])
+    checkpoint = args.checkpoint or (sandbox_checkpoint(job.name) if args.sandbox else None)
     progress = ProgressView(quiet=args.quiet)
 
-    async def go(stop: StopRequest) -> tuple[list[Summary], int]:
-        async with connect(args) as client:
-            return await run_job(client, job, progress=progress, stop=stop,
-                                 restart=args.restart)
+    async def go(stop: StopRequest) -> RunResult:
+        async with connection(args) as conn:
+            return await run_job(job, connection=conn, checkpoint=checkpoint,
+                                 reports=args.reports, summary=args.summary,
+                                 restart=args.restart, progress=progress, stop=stop,
+                                 raise_on_stop=False)
 
-    done = None if args.restart else completed_run(job.checkpoint, job_request(job))
-    if done is None:
-        summaries, code = run_async(go)
-    else:  # the same inputs and job file ran to the end: no call at all
-        print(f"hsbulk: {complete_message(done, job.checkpoint)}", file=sys.stderr)
-        summaries, code = stored_result(done)
-    reports = args.reports or job.reports
-    if reports is not None:
-        write_reports(job, reports)
-    if args.summary is not None:
-        write_summary(args.summary, summaries, job=job.name, exit_code=code)
-    print_table(render_summaries(summaries), quiet=args.quiet,
+    result = run_async(go)
+    if result.already_complete:
+        print(f"hsbulk: {result.already_complete}", file=sys.stderr)
+    print_table(render_summaries(result.summaries), quiet=args.quiet,
                 stderr=uses_stdout(args.summary))
-    for summary in summaries:
+    for summary in result.summaries:
         if summary.stop_reason:
             print(f"hsbulk: step {summary.step} stopped: {summary.stop_reason}; run the same "
                   "command again to resume", file=sys.stderr)
-    return code
+    return EXIT_CODES[result.state]
+
+
+def parse_since(text: str) -> datetime:
+    """ISO 8601 (naive = UTC) or epoch milliseconds."""
+    raw = text.strip()
+    try:
+        if re.fullmatch(r"-?\d{10,}", raw):
+            return datetime.fromtimestamp(int(raw) / 1000, UTC)
+        value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(f"--since {text!r} is not an ISO 8601 time or epoch ms") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def parse_duration(text: str) -> timedelta:
+    """`10m`, `30s`, `2h`, `1d`, `500ms` (a bare number is seconds)."""
+    return timedelta(seconds=parse_duration_s(text, "--lookback"))
+
+
+def watermark_of(folder: Path) -> datetime:
+    """The watermark a previous export wrote into FOLDER/_manifest.json."""
+    path = folder / "_manifest.json"
+    try:
+        manifest = orjson.loads(path.read_bytes())
+        return parse_since(str(manifest["watermark"]))
+    except (OSError, orjson.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ConfigError(f"--since-manifest: no watermark in {path} ({exc})") from None
+
+
+def add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    """`export TYPE --out DIR ...` (connection flags, --checkpoint, --summary come apart)."""
+    parser.add_argument("object_type", metavar="TYPE",
+                        help="object to export: contacts, companies, 0-3, 2-123, ...")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR",
+                        help="output folder: DIR/TYPE/part-*.{parquet,csv}, "
+                        "DIR/TYPE__TO/ edge tables, DIR/_manifest.json")
+    parser.add_argument("--format", choices=["parquet", "csv"], default="parquet",
+                        help="part file format (default parquet)")
+    parser.add_argument("--properties", default="all", metavar="a,b|all",
+                        help="properties to export (default all)")
+    parser.add_argument("--associations", default="", metavar="companies,deals",
+                        help="also write the association edges to these object types")
+    since = parser.add_mutually_exclusive_group()
+    since.add_argument("--since", metavar="ISO",
+                       help="only records modified at or after this time (search-based)")
+    since.add_argument("--since-manifest", type=Path, metavar="DIR",
+                       help="continue from the watermark of a previous export in DIR")
+    parser.add_argument("--lookback", default="0s", metavar="DURATION",
+                        help="subtract this from --since, e.g. 10m (default 0)")
+    parser.add_argument("--archived", action="store_true",
+                        help="export archived records instead of live ones (list only)")
+    parser.add_argument("--partitions", type=int, default=4, metavar="N",
+                        help="search readers beside the list cursor (default 4; 0: list only)")
+    parser.add_argument("--rows-per-part", type=int, default=50_000, metavar="N",
+                        help="rows per part file (default 50000; bounds memory)")
+    parser.add_argument("--no-escape-formulas", action="store_true",
+                        help="CSV: keep cells starting with = + - @ tab CR LF as they are")
+
+
+def export_spec_from_args(args: argparse.Namespace) -> ExportSpec:
+    since = parse_since(args.since) if args.since else None
+    if args.since_manifest is not None:
+        since = watermark_of(args.since_manifest)
+    props = None if args.properties.strip().lower() in ("", "all") else tuple(
+        p.strip() for p in args.properties.split(",") if p.strip())
+    return ExportSpec(
+        object_type=str(canonical_object(args.object_type)), out_dir=args.out,
+        format=args.format, properties=props,
+        associations=tuple(str(canonical_object(a)) for a in args.associations.split(",")
+                           if a.strip()),
+        since=since, lookback=parse_duration(args.lookback), archived=args.archived,
+        partitions=args.partitions, escape_formulas=not args.no_escape_formulas,
+        checkpoint=getattr(args, "checkpoint", None), rows_per_part=args.rows_per_part)
 
 
 def add_export_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -349,28 +415,31 @@ def add_export_parser(commands: argparse._SubParsersAction[argparse.ArgumentPars
 
 def run_export_command(args: argparse.Namespace) -> int:
     spec = export_spec_from_args(args)
-    refuse_inputs([args.summary], [spec.checkpoint_path, args.token_file])
     progress = ProgressView(quiet=args.quiet)
 
-    async def go(stop: StopRequest) -> ExportSummary:
-        async with connect(args) as client:
-            return await run_export(client, spec, progress=progress, stop=stop)
+    async def go(stop: StopRequest) -> ExportResult:
+        async with connection(args) as conn:
+            return await export_objects(
+                spec.object_type, spec.out_dir, format=spec.format,
+                properties=spec.properties, associations=spec.associations, since=spec.since,
+                lookback=spec.lookback, archived=spec.archived, partitions=spec.partitions,
+                rows_per_part=spec.rows_per_part, escape_formulas=spec.escape_formulas,
+                connection=conn, checkpoint=spec.checkpoint, summary=args.summary,
+                progress=progress, stop=stop, raise_on_stop=False)
 
-    summary = run_async(go)
-    if args.summary is not None:
-        write_export_summary(args.summary, summary)
-    if summary.state != "done":
-        print(f"hsbulk: export stopped ({'; '.join(summary.notes) or summary.state}) after "
-              f"{summary.records:,} records in {summary.parts:,} part files; run the same "
+    result = run_async(go)
+    if result.resumable:
+        print(f"hsbulk: export stopped ({'; '.join(result.notes) or result.state}) after "
+              f"{result.records:,} records in {result.parts:,} part files; run the same "
               "command again to resume", file=sys.stderr)
         return 4
     if not args.quiet:
-        edges = ", ".join(f"{name}: {count:,}" for name, count in summary.edges.items())
-        print(f"exported {summary.records:,} {summary.object} records"
+        edges = ", ".join(f"{name}: {count:,}" for name, count in result.edges.items())
+        print(f"exported {result.records:,} {result.object_type} records"
               + (f" and edges ({edges})" if edges else "")
-              + f" to {summary.out_dir} in {summary.parts:,} part files; "
-              f"{summary.api_calls:,} calls ({summary.search_calls:,} search), "
-              f"{summary.records_per_s:,.0f} records/s",
+              + f" to {result.out_dir} in {result.parts:,} part files; "
+              f"{result.api_calls:,} calls ({result.search_calls:,} search), "
+              f"{result.records_per_s:,.0f} records/s",
               file=sys.stderr if uses_stdout(args.summary) else sys.stdout)
     return 0
 
@@ -472,22 +541,6 @@ def run_command(command: Command, args: argparse.Namespace) -> int:
         return 4
     except Exception as exc:
         return report_error(exc)
-
-
-def first_error(group: BaseExceptionGroup[BaseException]) -> Exception | None:
-    """The error that matters in a task group's failure: an EngineError first."""
-    leaves: list[BaseException] = []
-    pending: list[BaseException] = [group]
-    while pending:
-        item = pending.pop(0)
-        if isinstance(item, BaseExceptionGroup):
-            pending.extend(item.exceptions)
-        else:
-            leaves.append(item)
-    for leaf in leaves:
-        if isinstance(leaf, EngineError):
-            return leaf
-    return next((leaf for leaf in leaves if isinstance(leaf, Exception)), None)
 
 
 def report_error(exc: BaseException) -> int:

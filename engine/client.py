@@ -150,12 +150,12 @@ class MockTransport:
 
 @dataclass(slots=True)
 class ClientStats:
+    statuses: Counter[int] = field(default_factory=Counter)  # answers by HTTP status
     api_calls: int = 0
     search_calls: int = 0
     retries: int = 0
     http_429: int = 0
     transport_errors: int = 0
-    statuses: Counter[int] = field(default_factory=Counter)
 
 
 _TOKEN_LIKE = re.compile(rb"pat-[a-z]{2,3}\d?-[0-9a-fA-F-]{8,}")
@@ -165,16 +165,9 @@ REDACTED = b"[REDACTED]"
 class HubSpotClient:
     """Auth, limiters, classification and retries around one transport."""
 
-    def __init__(
-        self,
-        settings: ClientSettings,
-        *,
-        transport: Transport | None = None,
-        limiter: Limiter | None = None,
-        search_limiter: Limiter | None = None,
-        clock: Clock | None = None,
-        rng: random.Random | None = None,
-    ) -> None:
+    def __init__(self, settings: ClientSettings, *, transport: Transport | None = None,
+                 limiter: Limiter | None = None, search_limiter: Limiter | None = None,
+                 clock: Clock | None = None, rng: random.Random | None = None) -> None:
         self.settings = settings
         self.clock: Clock = clock or AnyioClock()
         self.transport: Transport = transport or AiohttpTransport(

@@ -6,9 +6,11 @@ import ipaddress
 import os
 import re
 import stat
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from engine.errors import ConfigError
@@ -17,8 +19,21 @@ DEFAULT_BASE_URL = "https://api.hubapi.com"
 TOKEN_ENV = "HUBSPOT_ACCESS_TOKEN"
 BASE_URL_ENV = "HUBSPOT_BASE_URL"
 
+DEFAULT_CONCURRENCY = 8  # requests in flight at once
+# Seconds per unit of a duration or a rate window; a bare number is seconds.
+DURATION_UNITS: dict[str | None, float] = {
+    "ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)?\s*(ms|s|m|min)?\s*$")
-_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, None: 1.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d)?\s*$")
+
+
+def parse_duration_s(text: str, what: str = "duration") -> float:
+    """`10m`, `30s`, `2h`, `1d`, `500ms` (a bare number is seconds) -> seconds."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ConfigError(f"{what} {text!r} is not a duration such as 10m, 30s or 2h")
+    return float(match.group(1)) * DURATION_UNITS[match.group(2)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +51,7 @@ class Rate:
             raise ConfigError(f"rate {text!r} is not of the form N/Ws, e.g. 190/10s or 5/s")
         count, size, unit = match.groups()
         requests = float(count)
-        window_s = float(size or 1) * _UNIT_S[unit]
+        window_s = float(size or 1) * DURATION_UNITS[unit]
         if requests < 1 or requests != int(requests) or window_s <= 0:
             raise ConfigError(f"rate {text!r} needs a whole number of requests >= 1 "
                               "and a positive window")
@@ -55,6 +70,10 @@ class Rate:
 
     def __str__(self) -> str:
         return f"{self.requests}/{self.window_s:g}s"
+
+
+DEFAULT_RATE = Rate(100, 10.0)  # safe for every HubSpot tier (Pro/Enterprise: 190/10s)
+DEFAULT_SEARCH_RATE = Rate(5, 1.0)  # HubSpot's search limit per account
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,10 +122,10 @@ class ClientSettings:
 
     base_url: str
     token: Secret
-    rate: Rate | None = Rate(100, 10.0)  # None: no client-side limit (local benchmarks)
-    search_rate: Rate | None = Rate(5, 1.0)
+    rate: Rate | None = DEFAULT_RATE  # None: no client-side limit (local benchmarks)
+    search_rate: Rate | None = DEFAULT_SEARCH_RATE
     rate_margin: float = 0.02
-    concurrency: int = 16
+    concurrency: int = DEFAULT_CONCURRENCY
     connect_timeout_s: float = 10.0
     read_timeout_s: float = 60.0
     daily_reserve: int = 0
@@ -116,9 +135,9 @@ class ClientSettings:
         if not 0 <= self.rate_margin < 0.5:
             raise ConfigError("rate margin must be in [0, 0.5)")
         if self.concurrency < 1:
-            raise ConfigError("--concurrency must be at least 1")
+            raise ConfigError("concurrency must be at least 1")
         if self.daily_reserve < 0:
-            raise ConfigError("--daily-reserve must not be negative")
+            raise ConfigError("daily_reserve must not be negative")
         check_token(self.token.reveal(), "the access token")
 
 
@@ -222,6 +241,18 @@ def _check_host(host: str, shown: str) -> None:
                           "host name or IP address")
 
 
+def load_toml(path: Path, what: str) -> dict[str, Any]:
+    """The tables of a TOML file; a `ConfigError` naming `what` ("job file") if unreadable."""
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{what} {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what} {path} is not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{what} {path} is not valid TOML: {exc}") from None
+
+
 def resolve_base_url(flag: str | None, environ: Mapping[str, str] = os.environ) -> str:
     return check_base_url(flag or environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL)
 
@@ -238,7 +269,7 @@ def load_token(token_file: Path | None, environ: Mapping[str, str] = os.environ)
         return Secret(value)
     value = environ.get(TOKEN_ENV, "").strip()
     if not value:
-        raise ConfigError(f"no access token: set {TOKEN_ENV} or pass --token-file")
+        raise ConfigError(f"no access token: set {TOKEN_ENV} or give a token file")
     check_token(value, f"${TOKEN_ENV}")
     return Secret(value)
 

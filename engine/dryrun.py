@@ -24,7 +24,6 @@ import polars as pl
 from engine.errors import ConfigError
 from engine.mapping import MappingSpec, ResolvedMapping, resolve_mapping
 from engine.normalize import (
-    SOURCE_ROW,
     NormalizeOptions,
     NormalizePlan,
     date_order_evidence,
@@ -34,7 +33,7 @@ from engine.normalize import (
 from engine.outputs import Output, escape_formulas, file_format, is_stdout, refuse_inputs
 from engine.report import rejects_frame, rejects_schema
 from engine.schema import Schema
-from engine.source import Source, SourceSpec, open_source
+from engine.source import SOURCE_ROW, Source, SourceSpec, open_source
 
 INPUTS_PER_CALL = 100
 
@@ -180,7 +179,7 @@ def detect_date_order(source: Source, columns: Sequence[str]) -> Literal["DMY", 
     """Stream the date columns until one value decides the order.
 
     None when there are no slashed dates at all; `ConfigError` when every slashed date
-    fits both orders (asking for --date-order).
+    fits both orders (asking for the date order).
     """
     ambiguous = 0
     for batch in source.batches(columns=columns):
@@ -191,12 +190,12 @@ def detect_date_order(source: Source, columns: Sequence[str]) -> Literal["DMY", 
             return "MDY"
         if dmy and mdy:
             raise ConfigError(f"dates in {', '.join(columns)} are written both day-first and "
-                              "month-first: pass --date-order DMY or MDY")
+                              "month-first: set date_order to DMY or MDY")
         ambiguous += both
     if ambiguous:
         raise ConfigError(f"dates such as 03/04/2024 in {', '.join(columns)} could be "
-                          "day-first or month-first and nothing in the file decides: pass "
-                          "--date-order DMY or MDY")
+                          "day-first or month-first and nothing in the file decides: set "
+                          "date_order to DMY or MDY")
     return None
 
 
@@ -231,6 +230,46 @@ def _replace_order(options: NormalizeOptions, order: Literal["DMY", "MDY"]) -> N
     return replace(options, date_order=order)
 
 
+@dataclass(slots=True)
+class _Tally:
+    """What the dry run has counted so far."""
+
+    drop_field: bool
+    rows_valid: int = 0
+    rows_rejected: int = 0
+    fields_dropped: int = 0
+    reasons: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+    def add(self, batch: pl.DataFrame, valid: pl.DataFrame, rejects: pl.DataFrame) -> None:
+        self.rows_valid += valid.height
+        self.rows_rejected += batch.height - valid.height
+        if not rejects.height:
+            return
+        if self.drop_field:
+            self.fields_dropped += rejects.filter(
+                pl.col(SOURCE_ROW).is_in(valid[SOURCE_ROW].implode())).height
+        for code, column, count in rejects.group_by("code", "column").len().rows():
+            self.reasons[(code, column or "")] += count
+
+
+def _open_writers(src: Source, plan: NormalizePlan, rejects_path: Path | str | None,
+                  normalized_path: Path | str | None,
+                  ) -> tuple[FrameWriter | None, FrameWriter | None]:
+    """The rejects and normalised-rows writers asked for (both or neither on a failure)."""
+    reject_schema = pl.Schema(rejects_schema(src.columns))
+    rejects_out = FrameWriter(Path(rejects_path), reject_schema) if rejects_path else None
+    if not normalized_path:
+        return rejects_out, None
+    valid_schema = pl.Schema({SOURCE_ROW: pl.Int64(),
+                              **{name: pl.String() for name in plan.properties}})
+    try:
+        return rejects_out, FrameWriter(Path(normalized_path), valid_schema)
+    except BaseException:
+        if rejects_out is not None:
+            rejects_out.discard()
+        raise
+
+
 def run_dry(
     source: SourceSpec | Source,
     schema: Schema,
@@ -254,33 +293,15 @@ def run_dry(
     refuse_inputs([Path(p) for p in (rejects_path, normalized_path) if p],
                   [*src.files, src.spec.path])
     resolved, options, plan = prepare(src, schema, mapping, options or NormalizeOptions())
-    valid_schema = pl.Schema({SOURCE_ROW: pl.Int64(),
-                              **{name: pl.String() for name in plan.properties}})
-    reject_schema = pl.Schema(rejects_schema(src.columns))
-    rejects_out = FrameWriter(Path(rejects_path), reject_schema) if rejects_path else None
-    try:
-        valid_out = (FrameWriter(Path(normalized_path), valid_schema) if normalized_path
-                     else None)
-    except BaseException:
-        if rejects_out is not None:
-            rejects_out.discard()
-        raise
+    rejects_out, valid_out = _open_writers(src, plan, rejects_path, normalized_path)
     writers = [w for w in (rejects_out, valid_out) if w is not None]
-    reasons: Counter[tuple[str, str]] = Counter()
-    rows_valid = rows_rejected = fields_dropped = 0
+    tally = _Tally(drop_field=options.on_invalid == "drop-field")
     try:
         for batch in src.batches():
             valid, rejects = normalize(batch, plan)
-            rows_valid += valid.height
-            rows_rejected += batch.height - valid.height
-            if rejects.height:
-                if options.on_invalid == "drop-field":
-                    fields_dropped += rejects.filter(
-                        pl.col(SOURCE_ROW).is_in(valid[SOURCE_ROW].implode())).height
-                for code, column, count in rejects.group_by("code", "column").len().rows():
-                    reasons[(code, column or "")] += count
-                if rejects_out is not None:
-                    rejects_out.write(rejects_frame(rejects, batch))
+            tally.add(batch, valid, rejects)
+            if rejects_out is not None and rejects.height:
+                rejects_out.write(rejects_frame(rejects, batch))
             if valid_out is not None:
                 valid_out.write(valid)
     except BaseException:
@@ -289,6 +310,7 @@ def run_dry(
         raise
     for writer in writers:
         writer.close()
+    rows_valid, reasons = tally.rows_valid, tally.reasons
     api_calls = math.ceil(rows_valid / INPUTS_PER_CALL)
     return Plan(
         source=src.spec.path,
@@ -302,8 +324,8 @@ def run_dry(
         rows_read=src.stats.rows_read,
         blank_rows=src.stats.blank_rows,
         rows_valid=rows_valid,
-        rows_rejected=rows_rejected,
-        fields_dropped=fields_dropped,
+        rows_rejected=tally.rows_rejected,
+        fields_dropped=tally.fields_dropped,
         reject_reasons=tuple((code, column, count) for (code, column), count
                              in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))),
         api_calls=api_calls,

@@ -5,15 +5,21 @@
     EngineError
     ├── ConfigError            bad flags / mapping / job file; exit 2, never retried
     ├── SourceError            unreadable or malformed input file (row, column, byte offset)
-    ├── RecordError            one row is invalid; quarantined to the rejects, run continues
     ├── TransportError         mapped from aiohttp at one boundary (client.py)
     │   ├── ConnectError
     │   └── RequestTimeout
     ├── ApiError(status, category, message, correlation_id)
     │   ├── RetryableApiError(retry_after_s)    429, 423, 477, 502-504, 521+
     │   └── FatalApiError                       401/403, schema errors
-    ├── QuotaExhausted         daily limit: checkpoint and exit 4
+    ├── Stopped(result)        stopped before the end (interrupt, cancellation, quota):
+    │   │                      the journal is consistent; run it again to resume; exit 4
+    │   └── QuotaExhausted     the daily limit (or the reserve kept for others) is reached
     └── CheckpointError        spec or input changed since the checkpoint
+
+What the caller should do, by branch: `ConfigError`, `SourceError`, `CheckpointError`: fix
+the call or the input (retrying changes nothing); `FatalApiError`: fix the token or its
+scopes; `Stopped`: run the same call again later (it resumes). A rejected row is data (a
+rejects row with a code), never an exception.
 
 No message built here ever contains an access token: callers pass only what HubSpot
 sent back (which never echoes the Authorization header) or text of their own.
@@ -67,15 +73,6 @@ class SourceError(EngineError):
         self.byte_offset = byte_offset
 
 
-class RecordError(EngineError):
-    """One row is invalid; it goes to the rejects and the run continues."""
-
-    def __init__(self, message: str, *, row: int | None = None, code: str = "INVALID") -> None:
-        super().__init__(message)
-        self.row = row
-        self.code = code
-
-
 class TransportError(EngineError):
     """The request did not get an HTTP answer (mapped from aiohttp in client.py)."""
 
@@ -126,10 +123,22 @@ class FatalApiError(ApiError):
     """Authentication, scopes or schema trouble: the run cannot go on."""
 
 
-class QuotaExhausted(EngineError):
-    """The daily quota (or the configured reserve) is reached: save and exit 4."""
+class Stopped(EngineError):
+    """The run stopped before its end and can be resumed by running it again.
+
+    `result` is the account of what was done (the API's typed result), when there is one.
+    """
 
     exit_code = 4
+    resumable = True
+
+    def __init__(self, message: str, *, result: Any = None) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+class QuotaExhausted(Stopped):
+    """The daily quota (or the configured reserve) is reached: save and exit 4."""
 
 
 class CheckpointError(EngineError):

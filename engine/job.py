@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import graphlib
 import logging
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,20 +19,15 @@ import anyio
 
 from engine.associations import AssociationRule, inline_association, write_associations
 from engine.client import HubSpotClient
+from engine.config import load_toml
 from engine.errors import ApiError, ConfigError, QuotaExhausted, RetryableApiError, TransportError
-from engine.importer import (
-    GROUPS,
-    IMPORT_KEY,
-    ImportSpec,
-    InlineAssociation,
-    StepRunner,
-    write_outputs,
-)
+from engine.imports.plan import GROUPS, IMPORT_KEY, ImportSpec, InlineAssociation
+from engine.imports.runner import StepRunner, write_outputs
 from engine.interrupt import StopRequest
-from engine.journal import SqliteCheckpoint
+from engine.journal import JournalThread, SqliteCheckpoint
 from engine.mapping import MappingSpec
 from engine.normalize import NormalizeOptions
-from engine.report import REJECT_SCHEMA, ProgressView, Summary, frame_of, write_frame
+from engine.report import REJECTS_FILE_SCHEMA, Progress, Summary, frame_of, write_frame
 from engine.rerun import job_request, stored_result
 from engine.schema import canonical_object, fetch_schema
 from engine.source import SourceSpec, open_source
@@ -88,6 +83,9 @@ class Step:
 
 @dataclass(frozen=True, slots=True)
 class Job:
+    """A job file, read and checked: its steps in the order they run (every association
+    target before the steps that point at it), its journal and its reports folder."""
+
     name: str
     path: Path
     checkpoint: Path
@@ -129,12 +127,7 @@ def _text(table: Mapping[str, Any], key: str, where: str, default: str | None = 
 
 
 def load_job(path: Path) -> Job:
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"job file {path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"job file {path} is not valid TOML: {exc}") from None
+    data = load_toml(path, "job file")
     _check_keys(data, {"job", "steps"}, str(path))
     job = _table(data.get("job"), "[job]")
     _check_keys(job, JOB_KEYS, "[job]")
@@ -277,7 +270,7 @@ async def ensure_properties(client: HubSpotClient, step: Step) -> list[str]:
     return created
 
 
-async def run_job(client: HubSpotClient, job: Job, *, progress: ProgressView | None = None,
+async def run_job(client: HubSpotClient, job: Job, *, progress: Progress | None = None,
                   stop: StopRequest | None = None,
                   restart: bool = False) -> tuple[list[Summary], int]:
     """Run every step in order, each followed by its associations; resumable as a whole.
@@ -289,10 +282,12 @@ async def run_job(client: HubSpotClient, job: Job, *, progress: ProgressView | N
     stop = stop or StopRequest()
     request = await anyio.to_thread.run_sync(job_request, job)
     checkpoint = SqliteCheckpoint(job.checkpoint)
+    thread = JournalThread()  # every journal call of the job, off the event loop
     summaries: list[Summary] = []
     code = 0
     try:
-        finished = checkpoint.begin_run(request, restart=restart)
+        finished = await thread.call(partial(checkpoint.begin_run, restart=restart),
+                                      request)
         if finished is not None:
             return stored_result(finished)
         for step in job.steps:
@@ -303,11 +298,12 @@ async def run_job(client: HubSpotClient, job: Job, *, progress: ProgressView | N
             if spec.mode == "create":  # targets exist already: associate inside the creates
                 for rule in step.associations:
                     kind, ids = await inline_association(
-                        client, checkpoint, spec.object_type, open_source(spec.source), rule)
+                        client, checkpoint, spec.object_type, open_source(spec.source), rule,
+                        thread=thread)
                     inline.append(InlineAssociation(rule.column, kind.category, kind.type_id,
                                                     ids))
             runner = StepRunner(client, checkpoint, spec, progress=progress, inline=inline,
-                                stop=stop)
+                                stop=stop, thread=thread)
             summary = await runner.run()
             summary.notes[:0] = notes
             summary.api_calls = client.stats.api_calls - calls_before  # + preparation
@@ -323,7 +319,7 @@ async def run_job(client: HubSpotClient, job: Job, *, progress: ProgressView | N
                         outcome = await write_associations(
                             client, checkpoint, step=step.name, obj=spec.object_type,
                             source=open_source(spec.source), rule=rule, inline=bool(inline),
-                            stop=stop)
+                            stop=stop, thread=thread)
                     if stop.requested:
                         summary.state, summary.stop_reason = "stopped", stop.reason
                         return summaries, 4
@@ -337,7 +333,7 @@ async def run_job(client: HubSpotClient, job: Job, *, progress: ProgressView | N
                 summary.api_calls += summary.association_calls
             if summary.association_rejects:
                 code = max(code, 1)
-        checkpoint.finish_run([s.as_dict() for s in summaries], code)
+        await thread.call(checkpoint.finish_run, [s.as_dict() for s in summaries], code)
     finally:
         checkpoint.close()
     return summaries, code
@@ -377,4 +373,4 @@ def write_reports(job: Job, folder: Path) -> None:
         finally:
             checkpoint.close()
         if rows:
-            write_frame(association_rejects, frame_of([rows], REJECT_SCHEMA))
+            write_frame(association_rejects, frame_of([rows], REJECTS_FILE_SCHEMA))

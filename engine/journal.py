@@ -31,6 +31,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -73,8 +74,18 @@ commit;
 """
 _TABLES = ("meta", "job", "batches")  # what makes a file an import/job journal
 
-IN_FLIGHT = "IN_FLIGHT"
-DONE = "DONE"
+
+
+class BatchState(StrEnum):
+    """Where a batch of a step stands in the journal."""
+
+    IN_FLIGHT = "IN_FLIGHT"  # journaled before its request leaves; reconciled on resume
+    DONE = "DONE"  # answered: its results and rejects are journaled
+    LOCAL = "LOCAL"  # not a batch: rejects found before any call, ids learned by reads
+
+
+IN_FLIGHT = BatchState.IN_FLIGHT
+DONE = BatchState.DONE
 
 
 class Reject(NamedTuple):
@@ -94,28 +105,64 @@ class Result(NamedTuple):  # a tuple: made once per row on the hot path
 
 @dataclass(frozen=True, slots=True)
 class BatchRecord:
+    """A batch as the journal holds it: its rows and keys, and where it stands."""
+
     step: str
     seq: int
-    state: str
+    state: BatchState
     rows: tuple[int, ...]
     keys: tuple[str, ...] | None
-    attempts: int
     started_at: float | None
+
+
+IdMap = Mapping[tuple[str, str, str], str]  # (object, property, key) -> record id
+IDMAP_STEP = "idmap"  # the pseudo-step under which ids learned by reads are journaled
 
 
 @dataclass(slots=True)
 class Transition:
-    """One batch's move in the journal; `apply` commits a list of them at once."""
+    """One batch's move in the journal; `apply` commits a list of them at once.
+
+    Made by the named constructors below, never with a raw state."""
 
     step: str
     seq: int
-    state: str
+    state: BatchState
     rows: Sequence[int] = ()
     keys: Sequence[str] | None = None
     results: Sequence[tuple[int, str, str]] = ()  # (source_row, id, action), as Result
     rejects: Sequence[Reject] = ()
-    ids: Mapping[tuple[str, str, str], str] = field(default_factory=dict)
+    ids: IdMap = field(default_factory=dict)
     edges: int = 0  # association batches: edges written
+
+    @classmethod
+    def begin(cls, step: str, seq: int, rows: Sequence[int],
+              keys: Sequence[str] | None = None) -> Transition:
+        """The batch is about to be sent: IN_FLIGHT with its rows and keys."""
+        return cls(step, seq, BatchState.IN_FLIGHT, rows=rows, keys=keys)
+
+    @classmethod
+    def finish(cls, step: str, seq: int, *, results: Sequence[tuple[int, str, str]] = (),
+               rejects: Sequence[Reject] = (), ids: IdMap | None = None) -> Transition:
+        """The batch was answered: DONE with its per-row outcome."""
+        return cls(step, seq, BatchState.DONE, results=results, rejects=rejects,
+                   ids=ids or {})
+
+    @classmethod
+    def edges_written(cls, step: str, seq: int, edges: int,
+                      rejects: Sequence[Reject] = ()) -> Transition:
+        """An association batch was answered: DONE with the edges it wrote."""
+        return cls(step, seq, BatchState.DONE, rejects=rejects, edges=edges)
+
+    @classmethod
+    def local_rejects(cls, step: str, rejects: Sequence[Reject]) -> Transition:
+        """Rows rejected before any call (never in a batch)."""
+        return cls(step, -1, BatchState.LOCAL, rejects=rejects)
+
+    @classmethod
+    def learned_ids(cls, ids: IdMap) -> Transition:
+        """Record ids found by reading HubSpot, kept for later key lookups."""
+        return cls(IDMAP_STEP, -1, BatchState.LOCAL, ids=ids)
 
 
 @dataclass(frozen=True, slots=True)
@@ -378,6 +425,18 @@ def _table_exists(db: sqlite3.Connection, name: str) -> bool:
 T = TypeVar("T")
 
 
+@contextmanager
+def transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One write transaction (`begin immediate` ... commit, rolled back on any error)."""
+    db.execute("begin immediate")
+    try:
+        yield db
+    except BaseException:
+        db.execute("rollback")
+        raise
+    db.execute("commit")
+
+
 class JournalThread:
     """The one async face of every journal: calls run off the event loop, one at a time.
 
@@ -401,7 +460,8 @@ class SqliteCheckpoint:
         self._db, self._lock = _open(path, _DDL, "checkpoint", "steps")
         version = self._one("select value from meta where key='schema'")
         if version is None:
-            self._db.execute("insert into meta values ('schema', ?)", (str(SCHEMA_VERSION),))
+            with transaction(self._db) as db:
+                db.execute("insert into meta values ('schema', ?)", (str(SCHEMA_VERSION),))
         elif int(version) != SCHEMA_VERSION:
             raise CheckpointError(f"checkpoint {path} has schema {version}, this hsbulk "
                                   f"writes {SCHEMA_VERSION}; use a new --checkpoint")
@@ -429,8 +489,9 @@ class SqliteCheckpoint:
         ).fetchone()
         prints = orjson.dumps(dict(sorted(fingerprints.items()))).decode()
         if row is None:
-            self._db.execute("insert into job values (?, ?, ?, 'RUNNING', ?, ?)",
-                             (key, spec_hash, prints, now, now))
+            with transaction(self._db) as db:
+                db.execute("insert into job values (?, ?, ?, ?, ?, ?)",
+                           (key, spec_hash, prints, RunState.RUNNING, now, now))
             return False
         if row[0] != spec_hash:
             raise CheckpointError(
@@ -446,12 +507,16 @@ class SqliteCheckpoint:
                 "resuming would mix two inputs: restore the original file, or pass --restart "
                 "to abandon the unfinished run and start a new one"
             )
-        self._db.execute("update job set state='RUNNING', updated_at=? where key=?", (now, key))
+        with transaction(self._db) as db:
+            db.execute("update job set state=?, updated_at=? where key=?",
+                       (RunState.RUNNING, now, key))
         return True
 
-    def set_job_state(self, key: str, state: str) -> None:
-        self._db.execute("update job set state=?, updated_at=? where key=?",
-                         (state, time.time(), key))
+    def finish_job(self, key: str) -> None:
+        """Every row of step `key` is settled."""
+        with transaction(self._db) as db:
+            db.execute("update job set state=?, updated_at=? where key=?",
+                       (RunState.DONE, time.time(), key))
 
     # -- the run (one per journal; earlier ones archived beside it) --------------------
 
@@ -480,7 +545,8 @@ class SqliteCheckpoint:
                     f"checkpoint {self.path} holds an unfinished run and {'; '.join(changes)}: "
                     "run the original command to finish it, or pass --restart to abandon it "
                     "(it stays readable) and start a new run")
-            self._db.execute("update run set updated_at=?", (time.time(),))
+            with transaction(self._db) as db:
+                db.execute("update run set updated_at=?", (time.time(),))
             return None
         self._archive(record)
         self._start_run(request)
@@ -488,73 +554,57 @@ class SqliteCheckpoint:
 
     def finish_run(self, summaries: Sequence[Mapping[str, Any]], exit_code: int) -> None:
         """The run finished (exit 0 or 1): keep its summary for re-runs and `hsbulk status`."""
-        self._db.execute("update run set state=?, summaries=?, exit_code=?, updated_at=?",
-                         (RunState.DONE, orjson.dumps(list(summaries)).decode(), exit_code,
-                          time.time()))
+        with transaction(self._db) as db:
+            db.execute("update run set state=?, summaries=?, exit_code=?, updated_at=?",
+                       (RunState.DONE, orjson.dumps(list(summaries)).decode(), exit_code,
+                        time.time()))
 
     def _start_run(self, request: RunRequest) -> None:
         now = time.time()
         inputs = orjson.dumps([[i.name, i.path, i.fingerprint] for i in request.inputs])
-        self._db.execute(
-            f"insert or replace into run (id, {_RUN_COLUMNS}) "
-            "values (1, ?, ?, ?, ?, ?, null, null, ?, ?)",
-            (request.command, request.name, request.spec_hash, inputs.decode(),
-             RunState.RUNNING, now, now))
+        with transaction(self._db) as db:
+            db.execute(
+                f"insert or replace into run (id, {_RUN_COLUMNS}) "
+                "values (1, ?, ?, ?, ?, ?, null, null, ?, ?)",
+                (request.command, request.name, request.spec_hash, inputs.decode(),
+                 RunState.RUNNING, now, now))
 
     def _archive(self, record: RunRecord) -> None:
         """Move this journal aside (an unfinished run marked ABANDONED) and start empty."""
         if record.state is RunState.RUNNING:
-            self._db.execute("update run set state=?, updated_at=?",
-                             (RunState.ABANDONED, time.time()))
+            with transaction(self._db) as db:
+                db.execute("update run set state=?, updated_at=?",
+                           (RunState.ABANDONED, time.time()))
         self._db.close()
         target = archive_path(self.path, record.created_at)
         for suffix in ("", "-wal", "-shm"):
             if Path(f"{self.path}{suffix}").exists():
                 os.replace(f"{self.path}{suffix}", f"{target}{suffix}")
         self._db = _connect(self.path, _DDL, "checkpoint")
-        self._db.execute("insert into meta values ('schema', ?)", (str(SCHEMA_VERSION),))
+        with transaction(self._db) as db:
+            db.execute("insert into meta values ('schema', ?)", (str(SCHEMA_VERSION),))
 
     # -- batches --------------------------------------------------------------------
 
     def batches(self, step: str) -> dict[int, BatchRecord]:
         out: dict[int, BatchRecord] = {}
-        for seq, state, rows, keys, attempts, started in self._db.execute(
-            "select seq, state, rows, keys, attempts, started_at from batches where step=?",
-            (step,),
+        for seq, state, rows, keys, started in self._db.execute(
+            "select seq, state, rows, keys, started_at from batches where step=?", (step,),
         ):
-            out[seq] = BatchRecord(step, seq, state, tuple(orjson.loads(rows)),
+            out[seq] = BatchRecord(step, seq, BatchState(state), tuple(orjson.loads(rows)),
                                    tuple(orjson.loads(keys)) if keys is not None else None,
-                                   attempts, started)
+                                   started)
         return out
 
     def apply(self, transitions: Iterable[Transition]) -> None:
         """Commit every transition in one transaction (one fsync)."""
         now = time.time()
-        db = self._db
-        db.execute("begin immediate")
-        try:
+        with transaction(self._db) as db:
             for t in transitions:
-                if t.state == IN_FLIGHT:
-                    db.execute(
-                        "insert into batches (step, seq, state, first_row, last_row, rows, "
-                        "keys, attempts, started_at) values (?, ?, ?, ?, ?, ?, ?, 1, ?) "
-                        "on conflict (step, seq) do update set state=excluded.state, "
-                        "attempts=attempts+1, started_at=excluded.started_at",
-                        (t.step, t.seq, IN_FLIGHT, t.rows[0], t.rows[-1],
-                         orjson.dumps(list(t.rows)),
-                         None if t.keys is None else orjson.dumps(list(t.keys)), now),
-                    )
-                    continue
-                # One row per batch, results as one blob: 100 row inserts per batch
-                # were most of the journal's cost.
-                rows, ids, actions = (list(c) for c in zip(*t.results, strict=True)) if (
-                    t.results) else ([], [], [])
-                db.execute(
-                    "update batches set state=?, results=?, created=?, updated=?, unchanged=? "
-                    "where step=? and seq=?",
-                    (t.state, orjson.dumps([rows, ids, actions]),
-                     actions.count("created") + t.edges,
-                     actions.count("updated"), actions.count("unchanged"), t.step, t.seq))
+                if t.state is BatchState.IN_FLIGHT:
+                    self._begin(db, t, now)
+                elif t.state is BatchState.DONE:
+                    self._finish(db, t)
                 if t.rejects:
                     self._insert_rejects(t.step, t.rejects)
                 if t.ids:
@@ -563,10 +613,31 @@ class SqliteCheckpoint:
                         [(obj, prop, key.lower(), rid)
                          for (obj, prop, key), rid in t.ids.items()],
                     )
-            db.execute("commit")
-        except BaseException:
-            db.execute("rollback")
-            raise
+
+    @staticmethod
+    def _begin(db: sqlite3.Connection, t: Transition, now: float) -> None:
+        db.execute(
+            "insert into batches (step, seq, state, first_row, last_row, rows, keys, "
+            "started_at) values (?, ?, ?, ?, ?, ?, ?, ?) "
+            "on conflict (step, seq) do update set state=excluded.state, "
+            "started_at=excluded.started_at",
+            (t.step, t.seq, BatchState.IN_FLIGHT, t.rows[0], t.rows[-1],
+             orjson.dumps(list(t.rows)),
+             None if t.keys is None else orjson.dumps(list(t.keys)), now),
+        )
+
+    @staticmethod
+    def _finish(db: sqlite3.Connection, t: Transition) -> None:
+        # One row per batch, results as one blob: 100 row inserts per batch were most
+        # of the journal's cost.
+        rows, ids, actions = (list(c) for c in zip(*t.results, strict=True)) if (
+            t.results) else ([], [], [])
+        db.execute(
+            "update batches set state=?, results=?, created=?, updated=?, unchanged=? "
+            "where step=? and seq=?",
+            (BatchState.DONE, orjson.dumps([rows, ids, actions]),
+             actions.count("created") + t.edges,
+             actions.count("updated"), actions.count("unchanged"), t.step, t.seq))
 
     def _insert_rejects(self, step: str, rejects: Iterable[Reject]) -> None:
         self._db.executemany(
@@ -575,15 +646,30 @@ class SqliteCheckpoint:
              for r in rejects],
         )
 
-    def record_rejects(self, step: str, rejects: Iterable[Reject]) -> None:
+    # -- named transitions, one transaction each (`apply` groups many) ------------------
+
+    def begin_batches(self, step: str,
+                      batches: Iterable[tuple[int, Sequence[int], Sequence[str] | None]]
+                      ) -> None:
+        """Batches (seq, rows, keys) about to be sent: IN_FLIGHT."""
+        self.apply([Transition.begin(step, seq, rows, keys) for seq, rows, keys in batches])
+
+    def finish_batch(self, step: str, seq: int, *,
+                     results: Sequence[tuple[int, str, str]] = (),
+                     rejects: Sequence[Reject] = (), ids: IdMap | None = None) -> None:
+        self.apply([Transition.finish(step, seq, results=results, rejects=rejects, ids=ids)])
+
+    def record_edges(self, step: str, seq: int, edges: int,
+                     rejects: Sequence[Reject] = ()) -> None:
+        self.apply([Transition.edges_written(step, seq, edges, rejects)])
+
+    def record_rejects(self, step: str, rejects: Sequence[Reject]) -> None:
         """Local (pre-send) rejects; recorded again on every run, idempotently."""
-        self._db.execute("begin immediate")
-        try:
-            self._insert_rejects(step, rejects)
-            self._db.execute("commit")
-        except BaseException:
-            self._db.execute("rollback")
-            raise
+        self.apply([Transition.local_rejects(step, rejects)])
+
+    def remember_ids(self, ids: IdMap) -> None:
+        """Record ids found by key reads, for later lookups (`lookup_ids`)."""
+        self.apply([Transition.learned_ids(ids)])
 
     # -- reading back ---------------------------------------------------------------
 
@@ -632,10 +718,6 @@ class SqliteCheckpoint:
         while rows := cursor.fetchmany(chunk):
             yield rows
 
-    def reject_rows(self, step: str) -> set[int]:
-        return {row for (row,) in self._db.execute(
-            "select distinct source_row from rejects where step=?", (step,))}
-
     def lookup_ids(self, obj: str, prop: str, keys: Iterable[str]) -> dict[str, str]:
         wanted = [key.lower() for key in keys]
         found: dict[str, str] = {}
@@ -673,7 +755,7 @@ class ExportRange:
     hi: int
     cursor: int | None  # the last id written to a part file
     after: str | None  # the list cursor's opaque token after that id
-    state: str  # OPEN | DONE
+    state: RangeState
 
 
 @dataclass(frozen=True, slots=True)
@@ -686,13 +768,30 @@ class ExportPart:
     max_modified: str | None
 
 
+class ExportState(StrEnum):
+    """An export journal's state: PLANNING (finding the id bounds) -> RUNNING (reading
+    its ranges) -> DONE (manifest written; the next export starts afresh)."""
+
+    PLANNING = "PLANNING"
+    RUNNING = "RUNNING"
+    DONE = "DONE"
+
+
+class RangeState(StrEnum):
+    """An export range: OPEN (rows above its cursor still to read) -> DONE."""
+
+    OPEN = "OPEN"
+    DONE = "DONE"
+
+
 class ExportJournal:
     """The journal of one export, in its own SQLite file (WAL, synchronous=FULL, 0600).
 
     A range's cursor moves only in the transaction that records the part file holding
     the rows up to it, so a part is either journaled with its cursor or an orphan the
     next run deletes; a resumed export re-reads nothing it has journaled and writes no
-    row twice. Splitting a range (rebalancing) is one transaction too.
+    row twice. Splitting a range (rebalancing) is one transaction too. Use from one
+    thread at a time: the export reaches it through `JournalThread.call`.
     """
 
     def __init__(self, path: Path) -> None:
@@ -727,12 +826,12 @@ class ExportJournal:
         spec is refused.
         """
         old = self.get("spec_hash")
-        state = self.get("state")
-        if old is not None and state != "DONE":
+        if old is not None and self.state() != ExportState.DONE:
             if old != spec_hash:
                 raise CheckpointError(
                     f"export checkpoint {self.path} holds an unfinished export with other "
-                    "options; re-run that command to finish it, or use another --checkpoint")
+                    "options; re-run that export to finish it, or use another checkpoint "
+                    "path")
             return True, str(self.get("started_at"))
         self._tx([("delete from export_meta", ()), ("delete from export_ranges", ()),
                   ("delete from export_parts", ()),
@@ -741,44 +840,51 @@ class ExportJournal:
                   ("insert into export_meta values ('state', 'PLANNING')", ())])
         return False, started_at
 
-    def set(self, key: str, value: str) -> None:
-        self._tx([("insert or replace into export_meta values (?, ?)", (key, value))])
+    def state(self) -> ExportState | None:
+        value = self.get("state")
+        return None if value is None else ExportState(value)
 
-    def set_state(self, state: str) -> None:
-        self.set("state", state)
+    def keep_first_part(self, number: int) -> None:
+        """The number of this export's first part file (parts below it are earlier runs')."""
+        self._tx([("insert or replace into export_meta values ('first_part', ?)",
+                   (str(number),))])
 
-    def plan(self, ranges: Iterable[tuple[str, int, int]]) -> None:
-        """The first ranges (kind, lo, hi), together with the end of planning."""
-        self._tx([*(("insert into export_ranges (kind, lo, hi, state) values (?, ?, ?, 'OPEN')",
-                     r) for r in ranges),
-                  ("insert or replace into export_meta values ('state', 'RUNNING')", ())])
+    def plan(self, ranges: Iterable[tuple[str, int, int]], total: int,
+             density: float | None) -> None:
+        """The first ranges (kind, lo, hi), the records to read (`total`) and how densely
+        they fill the id space, together with the end of planning."""
+        meta = [("total", str(total)), ("state", ExportState.RUNNING.value)]
+        if density is not None:
+            meta.append(("density", str(density)))
+        self._tx([*(("insert into export_ranges (kind, lo, hi, state) values (?, ?, ?, ?)",
+                     (*r, RangeState.OPEN.value)) for r in ranges),
+                  *(("insert or replace into export_meta values (?, ?)", m) for m in meta)])
+
+    def finish(self) -> None:
+        """The export is complete: the next one with this journal starts afresh."""
+        self._tx([("insert or replace into export_meta values ('state', ?)",
+                   (ExportState.DONE.value,))])
 
     def ranges(self) -> list[ExportRange]:
-        return [ExportRange(*row) for row in self._db.execute(
-            "select id, kind, lo, hi, cursor, after, state from export_ranges order by lo")]
+        return [ExportRange(rid, kind, lo, hi, cursor, after, RangeState(state))
+                for rid, kind, lo, hi, cursor, after, state in self._db.execute(
+                    "select id, kind, lo, hi, cursor, after, state from export_ranges "
+                    "order by lo")]
 
-    def split(self, range_id: int, mid: int) -> int:
-        """Cut range `range_id` at `mid`: it keeps [lo, mid), a new search range [mid, hi)."""
-        db = self._db
-        db.execute("begin immediate")
-        try:
-            (hi,) = db.execute("select hi from export_ranges where id=?", (range_id,)).fetchone()
-            db.execute("update export_ranges set hi=? where id=?", (mid, range_id))
-            new = db.execute("insert into export_ranges (kind, lo, hi, state) "
-                             "values ('search', ?, ?, 'OPEN')", (mid, hi)).lastrowid
-            db.execute("commit")
-        except BaseException:
-            db.execute("rollback")
-            raise
-        assert new is not None
-        return int(new)
+    def split(self, range_id: int, mid: int, new_id: int) -> None:
+        """Cut range `range_id` at `mid`: it keeps [lo, mid), a new search range `new_id`
+        takes [mid, hi)."""
+        self._tx([
+            ("insert into export_ranges (id, kind, lo, hi, state) select ?, 'search', ?, hi, ? "
+             "from export_ranges where id=?", (new_id, mid, RangeState.OPEN.value, range_id)),
+            ("update export_ranges set hi=? where id=?", (mid, range_id))])
 
     def advance(self, range_id: int, cursor: int | None, after: str | None, done: bool,
                 part: ExportPart | None) -> None:
         """Record a written part and move its range's cursor, in one transaction."""
         statements: list[tuple[str, Sequence[Any]]] = [(
             "update export_ranges set cursor=coalesce(?, cursor), after=?, state=? where id=?",
-            (cursor, after, "DONE" if done else "OPEN", range_id))]
+            (cursor, after, (RangeState.DONE if done else RangeState.OPEN).value, range_id))]
         if part is not None:
             statements.append(self._part_insert(part))
         self._tx(statements)

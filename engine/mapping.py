@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import builtins
 import difflib
-import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from engine.config import load_toml
 from engine.errors import ConfigError
 from engine.schema import Property, Schema
 
@@ -110,7 +110,7 @@ def parse_map_flag(text: str) -> tuple[str, str]:
     """`"Source Column=property"` -> ("Source Column", "property"); splits on the last `=`."""
     source, sep, prop = text.rpartition("=")
     if not sep or not source.strip() or not prop.strip():
-        raise ConfigError(f"--map {text!r} is not of the form \"Source Column=property\"")
+        raise ConfigError(f"map {text!r} is not of the form \"Source Column=property\"")
     return source.strip(), prop.strip()
 
 
@@ -124,12 +124,7 @@ def _choice(value: Any, allowed: tuple[str, ...], what: str, where: str) -> Any:
 
 def load_mapping_file(path: Path) -> tuple[list[tuple[str, str, ColumnOptions]], dict[str, str]]:
     """Read a mapping TOML file: ([(column, property, options)], {property: constant})."""
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"mapping file {path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"mapping file {path} is not valid TOML: {exc}") from None
+    data = load_toml(path, "mapping file")
     unknown = set(data) - {"columns", "constants"}
     if unknown:
         raise ConfigError(f"mapping file {path}: unknown section(s) {sorted(unknown)}; "
@@ -198,7 +193,8 @@ def _match_header(header: str, schema: Schema) -> tuple[Property | None, str | N
         return None, None
     if len(candidates) > 1:
         names = ", ".join(p.name for p in candidates)
-        return None, f"column {header!r} matches several properties ({names}): use --map"
+        return None, (f"column {header!r} matches several properties ({names}): "
+                      "map it explicitly")
     prop = candidates[0]
     why = _why_not_writable(prop)
     if why:
@@ -214,85 +210,104 @@ def resolve_mapping(spec: MappingSpec, headers: Iterable[str], schema: Schema) -
     one property, or unmapped columns under `strict_columns`.
     """
     headers = list(headers)
-    header_set = set(headers)
-    explicit: list[tuple[str, str, ColumnOptions]] = [(c, p, ColumnOptions())
-                                                      for c, p in spec.pairs]
-    constants: dict[str, str] = {}
-    if spec.file is not None:
-        file_columns, constants = load_mapping_file(spec.file)
-        seen = {c for c, _, _ in explicit}
-        explicit += [entry for entry in file_columns if entry[0] not in seen]
+    explicit, constants = _explicit_entries(spec)
+    found = _Resolution(spec, schema)
+    for column, prop_name, options in explicit:
+        problem = _column_problem(column, headers, spec.reserved)
+        if problem is not None:
+            found.errors.append(problem)
+        else:
+            found.add(Target(prop_name, column=column, options=options), f"column {column!r}")
+    for prop_name, value in constants.items():
+        found.add(Target(prop_name, constant=value), f"constant {value!r}")
+    unmapped = found.match_headers(headers, {c for c, _, _ in explicit})
+    if spec.strict_columns and unmapped:
+        found.errors.append(f"columns not mapped to any property: "
+                            f"{', '.join(map(repr, unmapped))} (map them, or allow unmapped "
+                            "columns by turning strict_columns off)")
+    if found.errors:
+        raise ConfigError("mapping: " + "; ".join(found.errors))
+    position = {h: i for i, h in enumerate(headers)}
+    targets = sorted(found.targets, key=lambda t: position.get(t.column, len(position))
+                     if t.column is not None else len(position))
+    return ResolvedMapping(tuple(targets), tuple(unmapped), tuple(found.ignored),
+                           tuple(h for h in headers if h in spec.reserved), tuple(found.notes))
 
-    errors: list[str] = []
-    ignored: list[str] = []
-    targets: list[Target] = []
-    fed_by: dict[str, str] = {}
 
-    def check_target(prop_name: str, source: str) -> bool:
-        why = _why_not_writable(schema.get(prop_name))
+def _explicit_entries(spec: MappingSpec) -> tuple[list[tuple[str, str, ColumnOptions]],
+                                                   dict[str, str]]:
+    """The pairs, then the mapping file's columns not already paired; its constants."""
+    explicit = [(c, p, ColumnOptions()) for c, p in spec.pairs]
+    if spec.file is None:
+        return explicit, {}
+    file_columns, constants = load_mapping_file(spec.file)
+    seen = {c for c, _, _ in explicit}
+    return explicit + [entry for entry in file_columns if entry[0] not in seen], constants
+
+
+def _column_problem(column: str, headers: list[str], reserved: frozenset[str]) -> str | None:
+    """Why an explicitly mapped column cannot feed a property (None: it can)."""
+    if column not in headers:
+        close = difflib.get_close_matches(column, headers, n=3, cutoff=0.6)
+        return (f"column {column!r} is not in the file"
+                + (f"; did you mean {', '.join(map(repr, close))}?" if close else ""))
+    if column in reserved:
+        return f"column {column!r} is reserved for associations"
+    if is_reserved(column):
+        return (f"column {column!r} is hsbulk's own (a rejects file's reason columns start "
+                f"with {RESERVED_PREFIX!r}) and is never imported")
+    return None
+
+
+@dataclass(slots=True)
+class _Resolution:
+    """Targets found so far, and what was ignored, noted or wrong on the way."""
+
+    spec: MappingSpec
+    schema: Schema
+    targets: list[Target] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    fed_by: dict[str, str] = field(default_factory=dict)
+
+    def add(self, target: Target, source: str) -> None:
+        """An explicit target: kept if its property may be written and is not fed twice."""
+        if self._is_writable(target.property, source):
+            self._claim(target.property, source)
+            self.targets.append(target)
+
+    def match_headers(self, headers: list[str], mapped: set[str]) -> list[str]:
+        """Match the other headers automatically; returns the ones left unmapped."""
+        unmapped: list[str] = []
+        for header in headers:
+            if header in mapped or header in self.spec.reserved or is_reserved(header):
+                continue
+            prop, note = _match_header(header, self.schema) if self.spec.auto else (None, None)
+            if note:
+                self.notes.append(note)
+            if prop is None or prop.name in self.fed_by:
+                unmapped.append(header)
+                continue
+            self._claim(prop.name, f"column {header!r}")
+            self.targets.append(Target(prop.name, column=header))
+        return unmapped
+
+    def _is_writable(self, prop_name: str, source: str) -> bool:
+        why = _why_not_writable(self.schema.get(prop_name))
         if why is None:
             return True
-        if spec.ignore_unknown:
-            ignored.append(f"{source} -> {prop_name} ({why})")
+        if self.spec.ignore_unknown:
+            self.ignored.append(f"{source} -> {prop_name} ({why})")
             return False
-        hint = suggest(prop_name, schema)
-        errors.append(f"{source} -> {prop_name!r}: {why} property"
-                      + (f"; did you mean {', '.join(hint)}?" if hint else ""))
+        hint = suggest(prop_name, self.schema)
+        self.errors.append(f"{source} -> {prop_name!r}: {why} property"
+                           + (f"; did you mean {', '.join(hint)}?" if hint else ""))
         return False
 
-    def claim(prop_name: str, source: str) -> None:
-        if prop_name in fed_by:
-            errors.append(f"property {prop_name!r} is fed by both {fed_by[prop_name]} "
-                          f"and {source}")
-        fed_by[prop_name] = source
+    def _claim(self, prop_name: str, source: str) -> None:
+        if prop_name in self.fed_by:
+            self.errors.append(f"property {prop_name!r} is fed by both "
+                               f"{self.fed_by[prop_name]} and {source}")
+        self.fed_by[prop_name] = source
 
-    for column, prop_name, options in explicit:
-        if column not in header_set:
-            close = difflib.get_close_matches(column, headers, n=3, cutoff=0.6)
-            errors.append(f"column {column!r} is not in the file"
-                          + (f"; did you mean {', '.join(map(repr, close))}?" if close else ""))
-            continue
-        if column in spec.reserved:
-            errors.append(f"column {column!r} is reserved for associations")
-            continue
-        if is_reserved(column):
-            errors.append(f"column {column!r} is hsbulk's own (a rejects file's reason "
-                          f"columns start with {RESERVED_PREFIX!r}) and is never imported")
-            continue
-        if check_target(prop_name, f"column {column!r}"):
-            claim(prop_name, f"column {column!r}")
-            targets.append(Target(prop_name, column=column, options=options))
-    for prop_name, value in constants.items():
-        if check_target(prop_name, f"constant {value!r}"):
-            claim(prop_name, f"constant {value!r}")
-            targets.append(Target(prop_name, constant=value))
-
-    mapped_columns = {c for c, _, _ in explicit}
-    unmapped: list[str] = []
-    notes: list[str] = []
-    for header in headers:
-        if header in mapped_columns or header in spec.reserved or is_reserved(header):
-            continue
-        prop, note = _match_header(header, schema) if spec.auto else (None, None)
-        if note:
-            notes.append(note)
-        if prop is None or prop.name in fed_by:
-            unmapped.append(header)
-            continue
-        claim(prop.name, f"column {header!r}")
-        targets.append(Target(prop.name, column=header))
-    if spec.strict_columns and unmapped:
-        errors.append(f"columns not mapped to any property: {', '.join(map(repr, unmapped))} "
-                      "(map them with --map or drop --strict-columns)")
-    if errors:
-        raise ConfigError("mapping: " + "; ".join(errors))
-    position = {h: i for i, h in enumerate(headers)}
-    targets.sort(key=lambda t: position.get(t.column, len(position)) if t.column is not None
-                 else len(position))
-    return ResolvedMapping(tuple(targets), tuple(unmapped), tuple(ignored),
-                           tuple(h for h in headers if h in spec.reserved), tuple(notes))
-
-
-def mapping_summary(mapping: ResolvedMapping) -> Mapping[str, str]:
-    """{source (column or =constant): property} for the plan."""
-    return {t.source_label: t.property for t in mapping.targets}

@@ -39,13 +39,13 @@ import polars as pl
 from engine.errors import ConfigError
 from engine.mapping import CheckboxMode, DateOrder, EmptyMode, ResolvedMapping, Target
 from engine.schema import Property, Schema
+from engine.source import SOURCE_ROW
 
 DatesMode = Literal["iso", "epoch-ms"]
 OnInvalid = Literal["reject-row", "drop-field"]
 
 MAX_STRING_CHARS = 65_536
-SOURCE_ROW = "source_row"
-REJECT_COLUMNS = (SOURCE_ROW, "column", "value", "code", "message")
+# A reject as normalize and the journal hold it (a rejects file names these `hsbulk_*`).
 REJECT_SCHEMA = pl.Schema({
     SOURCE_ROW: pl.Int64(), "column": pl.String(), "value": pl.String(),
     "code": pl.String(), "message": pl.String(),
@@ -65,10 +65,10 @@ _NAIVE_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%
                   "%Y-%m-%d %H:%M")
 _SLASH_SEPARATORS = ("/", ".", "-")
 _DISTINCT_SAMPLE_ROWS = 4096
-_DATE_HINT = ("use YYYY-MM-DD, DD/MM/YYYY or MM/DD/YYYY (see --date-order), 5 Mar 2024, "
+_DATE_HINT = ("use YYYY-MM-DD, DD/MM/YYYY or MM/DD/YYYY (see date_order), 5 Mar 2024, "
               "an ISO datetime at midnight UTC, or epoch milliseconds at midnight UTC")
 _DATETIME_HINT = ("use ISO 8601 (2024-03-05T14:30:00Z, with an offset, or naive in "
-                  "--timezone), a date, or epoch seconds/milliseconds")
+                  "the timezone setting), a date, or epoch seconds/milliseconds")
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,17 +95,17 @@ class NormalizeOptions:
                               ("checkbox", get_args(CheckboxMode))):
             if getattr(self, name) not in allowed:
                 choices = ", ".join(str(a) for a in allowed if a is not None)
-                raise ConfigError(f"{name.replace('_', '-')} must be one of {choices}, "
+                raise ConfigError(f"{name} must be one of {choices}, "
                                   f"not {getattr(self, name)!r}")
         try:
             zoneinfo.ZoneInfo(self.timezone)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise ConfigError(f"--timezone {self.timezone!r} is not an IANA time zone "
+            raise ConfigError(f"timezone {self.timezone!r} is not an IANA time zone "
                               "such as UTC or Europe/Paris") from None
         if not self.separators:
-            raise ConfigError("--separators must name at least one character")
+            raise ConfigError("separators must name at least one character")
         if self.thousands == self.decimal or len(self.decimal) != 1 or len(self.thousands) > 1:
-            raise ConfigError("--thousands and --decimal must be different single characters "
+            raise ConfigError("thousands and decimal must be different single characters "
                               "(thousands may be empty)")
 
 
@@ -243,10 +243,11 @@ def _calendar(steps: _Steps, t: pl.Expr, order: DateOrder | None) -> tuple[pl.Ex
     return steps.add("cal", pl.coalesce(single, other)), ambiguous
 
 
-def _epoch_ms(t: pl.Expr) -> pl.Expr:
-    """Digits as epoch ms (|n| >= 1e11) or seconds, as a UTC datetime; null otherwise."""
+def epoch_ms(t: pl.Expr, *, seconds_below: int = _EPOCH_MS_FROM) -> pl.Expr:
+    """Digits as epoch ms (|n| >= `seconds_below`, by default 1e11) or seconds, as a UTC
+    datetime; null otherwise. `seconds_below=0` reads every number as milliseconds."""
     n = pl.when(t.str.contains(r"^-?\d{1,16}$")).then(t).cast(pl.Int64, strict=False)
-    ms = pl.when(n.abs() >= _EPOCH_MS_FROM).then(n).otherwise(n * 1000)
+    ms = pl.when(n.abs() >= seconds_below).then(n).otherwise(n * 1000)
     return pl.when(ms.is_between(*_EPOCH_MS_RANGE)).then(ms).cast(pl.Datetime("ms", "UTC"))
 
 
@@ -275,7 +276,7 @@ def _instants(steps: _Steps, t: pl.Expr, tz: str) -> tuple[pl.Expr, pl.Expr]:
     left = steps.add("zl", pl.when(aware.is_null()).then(t))
     naive = steps.cascade("n", left, [_strptime(f, pl.Datetime()) for f in _NAIVE_FORMATS])
     parsed = steps.add("p", pl.coalesce(aware, _to_utc(naive, tz)))
-    epoch = _epoch_ms(pl.when(parsed.is_null() & naive.is_null()).then(t))
+    epoch = epoch_ms(pl.when(parsed.is_null() & naive.is_null()).then(t))
     return steps.add("m", pl.coalesce(parsed, epoch)), naive
 
 
@@ -308,7 +309,7 @@ def _date_rule(steps: _Steps, t: pl.Expr, prop: Property, order: DateOrder | Non
         pl.when(ambiguous)
         .then(pl.concat_str(pl.lit("'"), t, pl.lit(f"' for {prop.name} could be "), dmy,
                             pl.lit(" (DMY) or "), mdy,
-                            pl.lit(" (MDY): pass --date-order DMY or MDY")))
+                            pl.lit(" (MDY): set date_order to DMY or MDY")))
         .when(instant.is_not_null())
         .then(pl.concat_str(pl.lit("'"), t, pl.lit(f"' for date property {prop.name} is at "),
                             instant.dt.strftime("%H:%M:%S%.3f"),
@@ -358,7 +359,7 @@ def _datetime_rule(steps: _Steps, t: pl.Expr, prop: Property, order: DateOrder |
     message = (
         pl.when(ambiguous)
         .then(_value_msg("'", t, f"' for {prop.name} is ambiguous (day/month): "
-                                 "pass --date-order DMY or MDY"))
+                                 "set date_order to DMY or MDY"))
         .when(naive.is_not_null() | cal.is_not_null())
         .then(_value_msg("'", t, f"' does not exist in {tz} (clocks move forward then): "
                                  "fix the time or give a UTC offset"))

@@ -25,35 +25,34 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import polars as pl
 from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
-    Progress,
     TaskID,
     TextColumn,
     TimeElapsedColumn,
 )
+from rich.progress import Progress as RichProgress
 from rich.table import Table
 
 from engine.mapping import is_reserved
+from engine.normalize import REJECT_SCHEMA
 from engine.outputs import write_frame as write_frame
 from engine.outputs import write_json
+from engine.source import SOURCE_ROW
 
 log = logging.getLogger("hsbulk")
 
-RESULT_SCHEMA = {"source_row": pl.Int64(), "id": pl.String(), "action": pl.String()}
-SOURCE_ROW = "source_row"
+RESULT_SCHEMA = {SOURCE_ROW: pl.Int64(), "id": pl.String(), "action": pl.String()}
 # A reject as the journal and normalize hold it, and the column each becomes in a file.
-REJECT_FIELDS: dict[str, pl.DataType] = {
-    SOURCE_ROW: pl.Int64(), "column": pl.String(), "value": pl.String(),
-    "code": pl.String(), "message": pl.String()}
+REJECT_FIELDS: dict[str, pl.DataType] = dict(REJECT_SCHEMA)
 REJECT_COLUMNS = {name: f"hsbulk_{name}" for name in REJECT_FIELDS}
-REJECT_SCHEMA: dict[str, pl.DataType] = {REJECT_COLUMNS[name]: dtype
-                                         for name, dtype in REJECT_FIELDS.items()}
+REJECTS_FILE_SCHEMA: dict[str, pl.DataType] = {REJECT_COLUMNS[name]: dtype
+                                               for name, dtype in REJECT_FIELDS.items()}
 
 
 def results_frame(rows: Iterable[Sequence[Any]], key_property: str) -> pl.DataFrame:
@@ -81,7 +80,7 @@ def rejects_frame(rejects: pl.DataFrame, originals: pl.DataFrame | None = None
 
 def rejects_schema(columns: Iterable[str]) -> dict[str, pl.DataType]:
     """The schema `rejects_frame` gives for an input with these columns (all text)."""
-    return {**REJECT_SCHEMA, **{c: pl.String() for c in columns
+    return {**REJECTS_FILE_SCHEMA, **{c: pl.String() for c in columns
                                 if c != SOURCE_ROW and not is_reserved(c)}}
 
 
@@ -151,6 +150,30 @@ def render_summaries(summaries: Sequence[Summary]) -> Table:
     return table
 
 
+class Progress(Protocol):
+    """What a run reports as it goes (`progress=` of every run in `engine.api`).
+
+    Calls come from the event loop's thread, often (every answered batch or page): keep
+    them cheap and never block. `ProgressView` (a rich bar, or log lines) is the CLI's.
+    """
+
+    def start(self, description: str, total: int | None, done_before: int = 0,
+              unit: str = "rows") -> None:
+        """A run (an import step, an export) starts: `total` units if known, `done_before`
+        of them finished by an earlier run of the same journal."""
+
+    def update(self, *, done: int, total: int | None, sent: int, rejected: int, retries: int,
+               http_429: int, description: str, done_before: int = 0) -> None:
+        """An import: `done` rows settled (sent or rejected), `sent` by this run."""
+
+    def update_export(self, *, read: int, written: int, parts: int, total: int | None,
+                      retries: int, http_429: int, description: str) -> None:
+        """An export: `read` records by this run, `written` in `parts` part files."""
+
+    def stop(self) -> None:
+        """The run ended (done, stopped or failed)."""
+
+
 class ProgressView:
     """A live bar on a terminal, periodic log lines elsewhere (or nothing with quiet).
 
@@ -172,7 +195,7 @@ class ProgressView:
         self.interval_s = self.default_interval_s if interval_s is None else interval_s
         self.clock = clock
         self._last_log = -math.inf
-        self._progress: Progress | None = None
+        self._progress: RichProgress | None = None
         self._task: TaskID | None = None
         self._started = clock()
 
@@ -182,7 +205,7 @@ class ProgressView:
         self._started = self.clock()
         self._last_log = -math.inf
         if self.live:
-            self._progress = Progress(
+            self._progress = RichProgress(
                 TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                 TextColumn("{task.fields[stats]}"), TimeElapsedColumn(),
                 TextColumn("{task.fields[eta]}"), console=self.console, transient=False,

@@ -28,7 +28,7 @@ from engine.report import Summary
 from engine.source import SourceSpec, open_source
 
 if TYPE_CHECKING:
-    from engine.importer import ImportSpec
+    from engine.imports.plan import ImportSpec
     from engine.job import Job
 
 _CHUNK = 1 << 20
@@ -46,6 +46,8 @@ def _file_digest(path: str, size: int, mtime_ns: int, inode: int) -> str:
 
 def input_digest(spec: SourceSpec) -> str:
     """One digest of the content of every file of an input (in order)."""
+    if spec.frame is not None:  # a polars frame: the hash of its content
+        return spec.frame.digest()
     h = hashlib.sha256()
     for path in open_source(spec).files:
         info = path.stat()
@@ -56,7 +58,8 @@ def input_digest(spec: SourceSpec) -> str:
 
 
 def _input(name: str, spec: SourceSpec) -> RunInput:
-    return RunInput(name, os.path.abspath(spec.path), input_digest(spec))
+    where = spec.path if spec.frame is not None else os.path.abspath(spec.path)
+    return RunInput(name, where, input_digest(spec))
 
 
 def _file_hash(path: Path | None) -> str | None:

@@ -3,7 +3,8 @@ import polars as pl
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.batch import INPUT, KEY, ROW, Batcher, clean_columns, encode_body, input_expr
+from engine.batch import INPUT, KEY, Batcher, clean_columns, encode_body, input_expr
+from engine.source import SOURCE_ROW as ROW
 
 
 def encode(frame: pl.DataFrame, **kwargs) -> list[dict]:

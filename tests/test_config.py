@@ -153,3 +153,42 @@ def test_secret_never_shows_itself():
     for text in (repr(secret), str(secret), repr(settings), f"{settings}"):
         assert "pat-na1" not in text
         assert "55555555" not in text
+
+
+def test_one_concurrency_default_for_the_library_and_the_cli():
+    from engine.cli import build_parser
+    from engine.config import DEFAULT_CONCURRENCY
+
+    settings = ClientSettings("https://api.hubapi.com", Secret("pat-x"))
+    cli = build_parser().parse_args(["import", "in.csv", "--object", "contacts"])
+    assert settings.concurrency == cli.concurrency == DEFAULT_CONCURRENCY == 8
+
+
+def test_library_settings_errors_name_the_setting_not_a_cli_flag():
+    from engine.normalize import NormalizeOptions
+
+    token = Secret("pat-x")
+    failures = {
+        "concurrency must be at least 1": lambda: ClientSettings(
+            "https://api.hubapi.com", token, concurrency=0),
+        "daily_reserve must not be negative": lambda: ClientSettings(
+            "https://api.hubapi.com", token, daily_reserve=-1),
+        "timezone 'Mars/Olympus' is not an IANA": lambda: NormalizeOptions(
+            timezone="Mars/Olympus"),
+        "date_order must be one of": lambda: NormalizeOptions(date_order="YDM"),  # type: ignore[arg-type]
+        "separators must name": lambda: NormalizeOptions(separators=""),
+    }
+    for message, make in failures.items():
+        with pytest.raises(ConfigError) as info:
+            make()
+        assert str(info.value).startswith(message) and "--" not in str(info.value)
+
+
+def test_durations_and_rate_windows_share_one_unit_table():
+    from engine.config import DURATION_UNITS, parse_duration_s
+
+    assert parse_duration_s("10m") == 600 == Rate.parse("600/10m").window_s
+    assert parse_duration_s("500ms") == 0.5 and parse_duration_s("2h") == 7200
+    assert parse_duration_s("1d") == DURATION_UNITS["d"] == 86_400
+    with pytest.raises(ConfigError, match="lookback '10 parsecs' is not a duration"):
+        parse_duration_s("10 parsecs", "lookback")

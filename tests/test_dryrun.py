@@ -67,7 +67,7 @@ def test_dry_run_counts_and_files(tmp_path: Path, ext: str) -> None:
 def test_ambiguous_dates_ask_for_the_order(tmp_path: Path) -> None:
     path = tmp_path / "in.csv"
     path.write_text("Email,Date of birth\na@x.io,03/04/1990\nb@x.io,05/06/1991\n")
-    with pytest.raises(ConfigError, match="pass --date-order DMY or MDY"):
+    with pytest.raises(ConfigError, match="set date_order to DMY or MDY"):
         run_dry(SourceSpec(str(path)), SCHEMA, MappingSpec())
     plan = run_dry(SourceSpec(str(path)), SCHEMA, MappingSpec(),
                    NormalizeOptions(date_order="MDY"), normalized_path=tmp_path / "n.csv")

@@ -6,27 +6,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
+import anyio
 import orjson
 import polars as pl
 import pytest
 
+from engine.cli import add_export_arguments, export_spec_from_args
 from engine.client import HubSpotClient
 from engine.config import ClientSettings, Secret
-from engine.exporter import (
-    Column,
-    ExportSpec,
-    Planner,
-    _Range,
-    add_export_arguments,
-    export_spec_from_args,
-    run_export,
-    shape_frame,
-)
-from engine.journal import ExportJournal
+from engine.errors import ConfigError
+from engine.exports import ExportSpec, run_export
+from engine.exports.parts import Column, shape_frame
+from engine.exports.plan import IdRange, Planner, SplitLog
+from engine.journal import ExportJournal, JournalThread
 from engine.sandbox import SandboxSettings, running_sandbox
 
 ROLES = ["CHAMPION", "BLOCKER", "END_USER"]
@@ -260,32 +256,41 @@ async def test_incremental_export_reads_past_the_search_cap(tmp_path):
         assert again.records == 0
 
 
-def test_planner_sizes_pieces_so_search_readers_end_with_the_list_cursor(tmp_path):
+async def test_planner_sizes_pieces_so_search_readers_end_with_the_list_cursor(tmp_path):
     """Near the end a search reader (a share of ~5 calls/s) must not take a piece it cannot
     finish before the list cursor would have read it: that piece would be the export's tail."""
     journal = ExportJournal(tmp_path / "plan.db")
     journal.open("spec", "2026-01-01T00:00:00.000Z")
-    journal.plan([("list", 0, 100_000)])
+    journal.plan([("list", 0, 100_000)], 100_000, 1.0)
+    splits = SplitLog(journal, JournalThread())
     now = [0.0]
-    ranges = [_Range.of(r) for r in journal.ranges()]
-    planner = Planner(ranges, journal, chunk_ids=10_000, readers=4, page_ids=200,
+    ranges = [IdRange.of(r) for r in journal.ranges()]
+    planner = Planner(ranges, next_id=2, chunk_ids=10_000, readers=4, page_ids=200,
                       clock=lambda: now[0])
     listed = planner.take_list_range()
     assert listed is not None
-    first = planner.take_search_range()  # no speeds yet: a piece of at most chunk_ids
-    assert first is not None and (first.lo, first.hi) == (90_000, 100_000)
+    taken = planner.take_search_range()  # no speeds yet: a piece of at most chunk_ids
+    assert taken is not None and taken[1] is not None
+    first = taken[0]
+    await splits.record(taken[1])
+    assert (first.lo, first.hi) == (90_000, 100_000)
     # 10 s later: the list read 10,000 records, the search readers 8,000.
     now[0] = 10.0
     planner.count("list", 10_000)
     planner.count("search", 8_000)
     listed.cursor = 10_000 + 64_000 - 1  # 16,000 ids left below the first piece's lo
-    second = planner.take_search_range()
-    assert second is not None
+    taken = planner.take_search_range()
+    assert taken is not None and taken[1] is not None
+    second = taken[0]
+    await splits.record(taken[1])
     # One reader (plus this one) shares 800 records/s: 400/s. The list (1,000/s) and every
     # search reader end the remaining 16,000 ids together after 16,000 / 2,200 s, so the piece
     # is at most 400 * 16,000 / 2,200 ids.
     assert 2_500 <= second.hi - second.lo <= 400 * 16_000 // 2_200
-    assert listed.hi == second.lo and journal.ranges()[0].hi == second.lo
+    journaled = {r.id: (r.lo, r.hi) for r in journal.ranges()}
+    assert listed.hi == second.lo and journaled[listed.id] == (0, second.lo)
+    assert journaled[first.id] == (90_000, 100_000)
+    assert journaled[second.id] == (second.lo, 90_000)
     # With 300 ids left, even one page would outlast the list cursor: no piece at all.
     listed.cursor = listed.hi - 301
     first.cursor, second.cursor = first.hi - 301, second.hi - 301
@@ -321,3 +326,50 @@ async def test_every_property_of_a_wide_schema_is_exported(tmp_path, partitions)
         row = by_email[f"w{i}@example.com"]
         for k, name in enumerate(wide):
             assert row[name] == (f"{name[-4:]}-{i}" if k % 3 == i % 3 else None), (i, name)
+
+
+async def test_a_slow_journal_never_stalls_the_event_loop(tmp_path, monkeypatch):
+    """A host's other tasks (an orchestrator's heartbeat, a notebook) keep running while the
+    export commits its journal: journal writes (fsync, maybe on a slow disk) run off the
+    event loop."""
+    slow_s = 0.6
+    advance = ExportJournal.advance
+
+    def slow_advance(self: ExportJournal, *args: object) -> None:
+        time.sleep(slow_s)  # a commit on a slow disk
+        advance(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ExportJournal, "advance", slow_advance)
+    gaps: list[float] = []
+
+    async def heartbeat() -> None:
+        last = time.monotonic()
+        while True:
+            await anyio.sleep(0.01)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    async with running_sandbox(SandboxSettings(rate_requests=0, search_rate_per_s=None)
+                               ) as sandbox, Seeder(sandbox.base_url, sandbox.token) as seed:
+        await seed.properties()
+        await seed.create("contacts", [contact(i) for i in range(300)])
+        spec = ExportSpec("contacts", tmp_path / "out", partitions=0, rows_per_part=100,
+                          properties=("email",), checkpoint=tmp_path / "export.db")
+        async with client_for(sandbox) as client, anyio.create_task_group() as tg:
+            tg.start_soon(heartbeat)
+            summary = await run_export(client, spec)
+            tg.cancel_scope.cancel()
+    assert summary.records == 300 and summary.parts == 3
+    assert max(gaps) < slow_s / 2, max(gaps)
+
+
+@pytest.mark.parametrize("changes", [
+    {"format": "xlsx"}, {"partitions": -1}, {"rows_per_part": 0},
+    {"since": datetime(2026, 1, 1, tzinfo=UTC), "archived": True},
+    {"lookback": timedelta(seconds=-1)}])
+def test_export_settings_errors_name_no_command_line_flag(tmp_path, changes):
+    """Library callers never passed a flag: the message names the setting, not `--x`."""
+    with pytest.raises(ConfigError) as caught:
+        ExportSpec("contacts", tmp_path, **changes)
+    assert "--" not in str(caught.value)

@@ -287,3 +287,17 @@ def test_natural_key_creates_under_lost_responses_are_claimed_not_rejected(tmp_p
     assert audit["faults"]["lost"] > 0
     assert audit["records"]["contacts"]["live"] == 2000
     assert audit["duplicates"]["contacts:email"]["extra_records"] == 0
+
+
+def test_a_mode_without_its_key_is_refused_in_the_library_s_words(tmp_path, sandbox_env,
+                                                                   capsys):
+    sandbox = sandbox_env(rate_requests=None)
+    source = write_csv(tmp_path / "contacts.csv", HEADER, contacts(3))
+    code = main(["import", str(source), "--object", "contacts", "--mode", "upsert", *MAPS,
+                 "--base-url", sandbox.base_url, "--quiet",
+                 "--checkpoint", str(tmp_path / "cp" / "job.db")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("hsbulk: error: mode 'upsert' needs id_property")
+    assert "--" not in err and "Traceback" not in err
+    assert sandbox.records("contacts") == []

@@ -4,8 +4,7 @@ import pytest
 
 from engine.errors import CheckpointError
 from engine.journal import (
-    DONE,
-    IN_FLIGHT,
+    BatchState,
     Reject,
     Result,
     RunInput,
@@ -41,30 +40,42 @@ def test_files_are_private(tmp_path):
 def test_transitions_and_the_account(tmp_path):
     cp = SqliteCheckpoint(tmp_path / "j.db")
     cp.open_job("s", "h", {})
-    cp.apply([Transition("s", 0, IN_FLIGHT, rows=[1, 2, 3], keys=["a", "b", "c"]),
-              Transition("s", 1, IN_FLIGHT, rows=[4, 5], keys=["d", "e"])])
+    cp.begin_batches("s", [(0, [1, 2, 3], ["a", "b", "c"]), (1, [4, 5], ["d", "e"])])
     batches = cp.batches("s")
-    assert batches[0].state == IN_FLIGHT and batches[0].keys == ("a", "b", "c")
-    cp.apply([Transition("s", 0, DONE, results=[Result(1, "101", "created"),
-                                                Result(2, "102", "updated")],
-                         rejects=[Reject(3, "email", "INVALID_EMAIL", "bad", "x")],
-                         ids={("contacts", "email", "a"): "101"})])
+    assert batches[0].state is BatchState.IN_FLIGHT and batches[0].keys == ("a", "b", "c")
+    cp.finish_batch("s", 0, results=[Result(1, "101", "created"), Result(2, "102", "updated")],
+                    rejects=[Reject(3, "email", "INVALID_EMAIL", "bad", "x")],
+                    ids={("contacts", "email", "a"): "101"})
     cp.record_rejects("s", [Reject(9, "date", "INVALID_DATE", "no", "2023-02-29")])
     cp.record_rejects("s", [Reject(9, "date", "INVALID_DATE", "no", "2023-02-29")])  # re-run
     counts = cp.counts("s")
     assert (counts.created, counts.updated, counts.rejected) == (1, 1, 2)
-    assert cp.batches("s")[0].state == DONE and cp.batches("s")[1].state == IN_FLIGHT
+    assert cp.batches("s")[0].state is BatchState.DONE
+    assert cp.batches("s")[1].state is BatchState.IN_FLIGHT
     assert cp.lookup_ids("contacts", "email", ["a", "zz"]) == {"a": "101"}
-    cp.apply([Transition("s", 1, IN_FLIGHT, rows=[4, 5], keys=["d", "e"])])
-    assert cp.batches("s")[1].attempts == 2
+    cp.remember_ids({("companies", "domain", "Acme.COM"): "7"})
+    assert cp.lookup_ids("companies", "domain", ["acme.com"]) == {"acme.com": "7"}
+    cp.begin_batches("s", [(1, [4, 5], ["d", "e"])])  # resent after a crash: still in flight
+    assert cp.batches("s")[1].state is BatchState.IN_FLIGHT
+    cp.close()
+
+
+def test_association_edges_count_as_created_and_survive_a_reopen(tmp_path):
+    cp = SqliteCheckpoint(tmp_path / "j.db")
+    cp.apply([Transition.begin("a>b", 0, [1, 2, 3])])
+    cp.record_edges("a>b", 0, 2, [Reject(3, "", "ASSOCIATION_FAILED", "gone")])
+    cp.close()
+    cp = SqliteCheckpoint(tmp_path / "j.db")
+    counts = cp.counts("a>b")
+    assert (counts.created, counts.rejected) == (2, 1)
+    assert cp.batches("a>b")[0].state is BatchState.DONE
     cp.close()
 
 
 def test_a_failed_group_commits_nothing(tmp_path):
     cp = SqliteCheckpoint(tmp_path / "j.db")
     with pytest.raises(IndexError):
-        cp.apply([Transition("s", 0, IN_FLIGHT, rows=[1], keys=None),
-                  Transition("s", 1, IN_FLIGHT, rows=[], keys=None)])
+        cp.apply([Transition.begin("s", 0, [1]), Transition.begin("s", 1, [])])
     assert cp.batches("s") == {}
     cp.close()
 

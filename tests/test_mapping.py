@@ -99,3 +99,18 @@ def test_bad_mapping_file(tmp_path: Path) -> None:
     path.write_text('[columns]\nA = { property = "email", checkbox = "merge" }\n')
     with pytest.raises(ConfigError, match="checkbox must be one of replace, append"):
         resolve_mapping(MappingSpec(file=path), ["A"], SCHEMA)
+
+
+def test_a_mapping_file_that_is_not_text_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "mapping.toml"
+    path.write_bytes(b'[columns]\n"E-mail" = "email"\n"Caf\xe9" = "firstname"\n')
+    spec = MappingSpec(file=path)
+    with pytest.raises(ConfigError, match=r"mapping file .*mapping\.toml is not UTF-8 text"):
+        resolve_mapping(spec, ["E-mail"], SCHEMA)
+
+
+def test_unmapped_columns_under_strict_columns_name_no_cli_flag() -> None:
+    spec = MappingSpec(strict_columns=True)
+    with pytest.raises(ConfigError, match="columns not mapped to any property") as info:
+        resolve_mapping(spec, ["email", "Shoe size"], SCHEMA)
+    assert "'Shoe size'" in str(info.value) and "--" not in str(info.value)

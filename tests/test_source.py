@@ -87,7 +87,7 @@ LONG = b"x" * 65_537
     ("ragged missing crlf", b"id,name,zip\r\n1,a,b\r\n2,b\r\n",
      "row 2, column 'zip', byte 20: row has 2 fields but the header has 3 (missing 'zip')"),
     ("invalid utf-8", b"id,name,zip\n1,a,b\n2,caf\xe9,c\n",
-     "row 2, column 'name', byte 23: invalid UTF-8 (pass --encoding-errors replace to "
+     "row 2, column 'name', byte 23: invalid UTF-8 (set encoding_errors to replace to "
      "substitute U+FFFD)"),
     ("unterminated quote", b'id,name,zip\n1,a,b\n2,"abc,c\n3,d,e\n',
      "row 2, column 'name', byte 20: unterminated quoted field: the quote opened here is "

@@ -126,7 +126,7 @@ def test_an_unforeseen_error_is_one_line_and_exit_3(tmp_path, sandbox_env, monke
     def broken(*args, **kwargs):
         raise RuntimeError("something nobody foresaw\nsecond line")
 
-    monkeypatch.setattr("engine.importer.estimate_rows", broken)
+    monkeypatch.setattr("engine.imports.runner.estimate_rows", broken)
     code = main(["import", str(source), "--object", "contacts", "--id-property", "email",
                  *MAPS, "--base-url", sandbox.base_url, "--quiet",
                  "--checkpoint", str(tmp_path / "j.db")])

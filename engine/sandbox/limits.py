@@ -8,6 +8,8 @@ from array import array
 from collections import deque
 from dataclasses import dataclass, field
 
+from engine.sandbox.settings import SandboxSettings
+
 
 class SlidingLog:
     """At most `limit` accepted events in any `window_s`; O(1) amortised per event."""
@@ -70,31 +72,16 @@ class Verdict:
 class Limits:
     """Per-token usage under one configuration (reconfigurable at run time)."""
 
-    def __init__(
-        self,
-        rate_requests: int | None,
-        rate_window_s: float,
-        search_rate_per_s: float | None,
-        daily_limit: int | None,
-    ) -> None:
-        self.rate_requests = rate_requests or 0
-        self.rate_window_s = rate_window_s
-        self.search_rate_per_s = search_rate_per_s or 0.0
-        self.daily_limit = daily_limit
+    def __init__(self, settings: SandboxSettings) -> None:
         self.usage: dict[str, TokenUsage] = {}
+        self.configure(settings)
 
-    def configure(
-        self,
-        rate_requests: int | None,
-        rate_window_s: float,
-        search_rate_per_s: float | None,
-        daily_limit: int | None,
-    ) -> None:
+    def configure(self, settings: SandboxSettings) -> None:
         """New limits; the windows restart, the daily counts and arrival logs stay."""
-        self.rate_requests = rate_requests or 0
-        self.rate_window_s = rate_window_s
-        self.search_rate_per_s = search_rate_per_s or 0.0
-        self.daily_limit = daily_limit
+        self.rate_requests = settings.rate_requests or 0
+        self.rate_window_s = settings.rate_window_s
+        self.search_rate_per_s = settings.search_rate_per_s or 0.0
+        self.daily_limit = settings.daily_limit
         for usage in self.usage.values():
             usage.window = self._window()
             usage.search = self._search()

@@ -8,7 +8,8 @@ update/read are reported as 207 errors.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from engine.sandbox import fastpath
 from engine.sandbox.errors import (
@@ -29,9 +30,11 @@ MAX_LIST_LIMIT = 100
 Answer = tuple[int, Any]  # (HTTP status, JSON body, pre-encoded JSON bytes, or None)
 
 
-def inputs_of(body: object, limit: int) -> list[Any]:
+def inputs_of(body: object, limit: int,
+              invalid: str = "Invalid input JSON on line 1: expected an object with `inputs`",
+              ) -> list[Any]:
     if not isinstance(body, dict) or not isinstance(body.get("inputs"), list):
-        raise bad_request("Invalid input JSON on line 1: expected an object with `inputs`")
+        raise bad_request(invalid)
     inputs: list[Any] = body["inputs"]
     if len(inputs) > limit:
         raise bad_request(
@@ -82,6 +85,51 @@ def _trace_of(item: object) -> str | None:
         if isinstance(tid, str):
             return tid
     return None
+
+
+def _no_trace(item: object) -> str | None:
+    return None
+
+
+Plan = TypeVar("Plan")
+
+
+class _ReportedMissing(InvalidInput):
+    """A record a batch update names is missing: a per-input error even without trace ids."""
+
+
+def plan_each(inputs: list[Any], traced: bool, plan: Callable[[Any], Plan],
+              trace: Callable[[object], str | None] = _trace_of,
+              ) -> tuple[list[tuple[Plan, str | None]], list[Any]]:
+    """Plan every input in order; an invalid one fails the whole batch unless it is traced
+    (then it becomes a per-input error of a 207 and the others are written)."""
+    plans: list[tuple[Plan, str | None]] = []
+    errors: list[Any] = []
+    for item in inputs:
+        trace_id = trace(item)
+        try:
+            plans.append((plan(item), trace_id))
+        except InvalidInput as exc:
+            if not traced and not isinstance(exc, _ReportedMissing):
+                raise exc.problem.to_api_error() from None
+            errors.append(problem_item(exc.problem, trace_id))
+    return plans, errors
+
+
+def answer_each(inputs: list[Any], traced: bool, plan: Callable[[Any], Plan],
+                write: Callable[[Plan, int], dict[str, Any]], *, ok: int,
+                started: int) -> Answer:
+    """Plan every input, then write the planned ones (one timestamp) and answer."""
+    plans, errors = plan_each(inputs, traced, plan)
+    ms = now_ms()
+    results = [traced_json(write(planned, ms), trace_id) for planned, trace_id in plans]
+    return batch_answer(results, errors, ok, started)
+
+
+def traced_json(out: dict[str, Any], trace_id: str | None) -> dict[str, Any]:
+    if trace_id is not None:
+        out["objectWriteTraceId"] = trace_id
+    return out
 
 
 def _not_object(message: str = "Invalid input JSON: each input must be an object") -> InvalidInput:
@@ -163,33 +211,31 @@ def batch_create_raw(store: ObjectStore, raw: bytes) -> Answer | None:
 def create_each(store: ObjectStore, inputs: list[Any], traced: bool, started: int) -> Answer:
     """Batch create input by input: the exact errors, 207 or all-or-nothing."""
     pending: dict[tuple[str, str], int] = {}
-    plans: list[tuple[dict[str, str], str | None, list[tuple[str, int, int]]]] = []
-    errors: list[Any] = []
-    for item in inputs:
-        trace_id = _trace_of(item)
-        try:
-            if not isinstance(item, dict):
-                raise _not_object()
-            changes = store.prepare(item.get("properties", {}), None)
-            store.check_required(changes)
-            links = inline_associations(store, item.get("associations"))
-            store.check_unique(changes, None, pending)
-            plans.append((changes, trace_id, links))
-        except InvalidInput as exc:
-            if not traced:
-                raise exc.problem.to_api_error() from None
-            errors.append(problem_item(exc.problem, trace_id))
-    ms = now_ms()
-    results = []
-    for changes, trace_id, links in plans:
-        rec = store.insert(changes, ms)
-        if links:
-            _link(store, rec, links)
-        out = store.to_json(rec, all_props=True)
-        if trace_id is not None:
-            out["objectWriteTraceId"] = trace_id
-        results.append(out)
-    return batch_answer(results, errors, 201, started)
+
+    def plan(item: object) -> tuple[dict[str, str], list[tuple[str, int, int]]]:
+        if not isinstance(item, dict):
+            raise _not_object()
+        changes = store.prepare(item.get("properties", {}), None)
+        store.check_required(changes)
+        links = inline_associations(store, item.get("associations"))
+        store.check_unique(changes, None, pending)
+        return changes, links
+
+    return answer_each(inputs, traced, plan,
+                       lambda planned, ms: _insert_linked(store, *planned, ms),
+                       ok=201, started=started)
+
+
+def _insert_linked(store: ObjectStore, changes: dict[str, str],
+                   links: list[tuple[str, int, int]], ms: int) -> dict[str, Any]:
+    """Insert a record with its inline associations; its JSON with every property."""
+    rec = store.insert(changes, ms)
+    if links:
+        _link(store, rec, links)
+    return store.to_json(rec, all_props=True)
+
+
+LeanPlan = tuple[dict[str, str], list[tuple[dict[str, int], str]]]
 
 
 def lean_create_each(store: ObjectStore, inputs: list[Any], traced: bool,
@@ -197,48 +243,15 @@ def lean_create_each(store: ObjectStore, inputs: list[Any], traced: bool,
     """Lean batch create input by input: the exact errors (409 names the first clash)."""
     uniques = list(store.unique.items())
     pending: dict[tuple[str, str], int] = {}
-    plans: list[tuple[dict[str, str], list[tuple[dict[str, int], str]], str | None]] = []
-    errors: list[Any] = []
-    for item in inputs:
-        trace_id = item.get("objectWriteTraceId") if traced else None
-        try:
-            props = item.get("properties") if isinstance(item, dict) else None
-            if not isinstance(props, dict):
-                raise _not_object("Invalid input JSON: properties must be an object")
-            keys: dict[str, str] = {}
-            indexed: list[tuple[dict[str, int], str]] = []
-            for name, index in uniques:
-                value = props.get(name)
-                if value:
-                    text = value if isinstance(value, str) else str(value)
-                    key = text.lower()
-                    holder = index.get(key)
-                    if holder is not None:
-                        raise InvalidInput(Problem(
-                            409, "CONFLICT",
-                            f"{store.otype.label} already exists. Existing ID: {holder}",
-                            existing_id=str(holder),
-                        ))
-                    if (name, key) in pending:
-                        raise InvalidInput(Problem(
-                            409, "CONFLICT",
-                            f"Duplicate value {text!r} for unique property {name} "
-                            "within the batch input",
-                        ))
-                    pending[(name, key)] = -1
-                    keys[name] = text
-                    indexed.append((index, key))
-            plans.append((keys, indexed, trace_id))
-        except InvalidInput as exc:
-            if not traced:
-                raise exc.problem.to_api_error() from None
-            errors.append(problem_item(exc.problem, trace_id))
+    plans, errors = plan_each(inputs, traced,
+                              lambda item: _lean_keys(store, uniques, pending, item),
+                              trace=_trace_of if traced else _no_trace)
     ms = now_ms()
     iso = iso_from_ms(ms)
     modified = store.otype.modified_property
     results = []
     records, order, portal = store.records, store.order, store.portal
-    for keys, indexed, trace_id in plans:
+    for (keys, indexed), trace_id in plans:
         num = portal.next_id()
         records[num] = Record(num, keys, ms)
         order.append(num)
@@ -252,10 +265,40 @@ def lean_create_each(store: ObjectStore, inputs: list[Any], traced: bool,
             "updatedAt": iso,
             "archived": False,
         }
-        if trace_id is not None:
-            out["objectWriteTraceId"] = trace_id
-        results.append(out)
+        results.append(traced_json(out, trace_id))
     return batch_answer(results, errors, 201, started)
+
+
+def _lean_keys(store: ObjectStore, uniques: list[tuple[str, dict[str, int]]],
+               pending: dict[tuple[str, str], int], item: object) -> LeanPlan:
+    """The unique values of one lean create input, checked against the store and batch."""
+    props = item.get("properties") if isinstance(item, dict) else None
+    if not isinstance(props, dict):
+        raise _not_object("Invalid input JSON: properties must be an object")
+    keys: dict[str, str] = {}
+    indexed: list[tuple[dict[str, int], str]] = []
+    for name, index in uniques:
+        value = props.get(name)
+        if value:
+            text = value if isinstance(value, str) else str(value)
+            key = text.lower()
+            holder = index.get(key)
+            if holder is not None:
+                raise InvalidInput(Problem(
+                    409, "CONFLICT",
+                    f"{store.otype.label} already exists. Existing ID: {holder}",
+                    existing_id=str(holder),
+                ))
+            if (name, key) in pending:
+                raise InvalidInput(Problem(
+                    409, "CONFLICT",
+                    f"Duplicate value {text!r} for unique property {name} "
+                    "within the batch input",
+                ))
+            pending[(name, key)] = -1
+            keys[name] = text
+            indexed.append((index, key))
+    return keys, indexed
 
 
 def _reject_duplicate_ids(inputs: list[Any]) -> None:
@@ -290,36 +333,28 @@ def batch_update(store: ObjectStore, body: object) -> Answer:
     traced = is_traced(inputs)
     _reject_duplicate_ids(inputs)
     pending: dict[tuple[str, str], int] = {}
-    plans: list[tuple[Record, dict[str, str], str | None]] = []
-    errors: list[Any] = []
-    for item in inputs:
-        trace_id = _trace_of(item)
-        try:
-            if not isinstance(item, dict) or "id" not in item:
-                raise _not_object("Invalid input JSON: each input needs an `id`")
-            id_prop = item.get("idProperty")
-            _check_id_property(store, id_prop)
-            rec = store.get(str(item["id"]), id_prop)
-            if rec is None:
-                problem = _missing(store, item["id"]).problem
-                errors.append(problem_item(problem, trace_id))
-                continue
-            changes = store.prepare(item.get("properties", {}), rec)
-            store.check_unique(changes, rec.id, pending)
-            plans.append((rec, changes, trace_id))
-        except InvalidInput as exc:
-            if not traced:
-                raise exc.problem.to_api_error() from None
-            errors.append(problem_item(exc.problem, trace_id))
-    ms = now_ms()
-    results = []
-    for rec, changes, trace_id in plans:
-        store.apply(rec, changes, ms)
-        out = store.to_json(rec, all_props=True)
-        if trace_id is not None:
-            out["objectWriteTraceId"] = trace_id
-        results.append(out)
-    return batch_answer(results, errors, 200, started)
+
+    def plan(item: object) -> tuple[Record, dict[str, str]]:
+        if not isinstance(item, dict) or "id" not in item:
+            raise _not_object("Invalid input JSON: each input needs an `id`")
+        id_prop = item.get("idProperty")
+        _check_id_property(store, id_prop)
+        rec = store.get(str(item["id"]), id_prop)
+        if rec is None:
+            raise _ReportedMissing(_missing(store, item["id"]).problem)
+        changes = store.prepare(item.get("properties", {}), rec)
+        store.check_unique(changes, rec.id, pending)
+        return rec, changes
+
+    return answer_each(inputs, traced, plan,
+                       lambda planned, ms: _write_update(store, *planned, ms),
+                       ok=200, started=started)
+
+
+def _write_update(store: ObjectStore, rec: Record, changes: dict[str, str],
+                  ms: int) -> dict[str, Any]:
+    store.apply(rec, changes, ms)
+    return store.to_json(rec, all_props=True)
 
 
 def batch_upsert(store: ObjectStore, body: object) -> Answer:
@@ -331,46 +366,41 @@ def batch_upsert(store: ObjectStore, body: object) -> Answer:
             _check_id_property(store, item.get("idProperty"))
     _reject_duplicate_ids(inputs)
     pending: dict[tuple[str, str], int] = {}
-    plans: list[tuple[Record | None, dict[str, str], str | None]] = []
-    errors: list[Any] = []
-    for item in inputs:
-        trace_id = _trace_of(item)
-        try:
-            if not isinstance(item, dict) or "id" not in item:
-                raise _not_object("Invalid input JSON: each input needs an `id`")
-            id_prop = item.get("idProperty") or "hs_object_id"
-            rec = store.get(str(item["id"]), id_prop)
-            raw = item.get("properties", {})
-            if rec is not None:
-                changes = store.prepare(raw, rec)
-                store.check_unique(changes, rec.id, pending)
-            elif id_prop == "hs_object_id":
-                raise _missing(store, item["id"])
-            else:
-                if isinstance(raw, dict):
-                    raw = {**raw, id_prop: str(item["id"])}
-                changes = store.prepare(raw, None)
-                store.check_required(changes)
-                store.check_unique(changes, None, pending)
-            plans.append((rec, changes, trace_id))
-        except InvalidInput as exc:
-            if not traced:
-                raise exc.problem.to_api_error() from None
-            errors.append(problem_item(exc.problem, trace_id))
-    ms = now_ms()
-    results = []
-    for found, changes, trace_id in plans:
-        if found is None:
-            rec = store.insert(changes, ms)
-        else:
-            rec = found
-            store.apply(rec, changes, ms)
-        out = store.to_json(rec, all_props=True)
-        out["new"] = found is None
-        if trace_id is not None:
-            out["objectWriteTraceId"] = trace_id
-        results.append(out)
-    return batch_answer(results, errors, 200, started)
+
+    def plan(item: object) -> tuple[Record | None, dict[str, str]]:
+        if not isinstance(item, dict) or "id" not in item:
+            raise _not_object("Invalid input JSON: each input needs an `id`")
+        id_prop = item.get("idProperty") or "hs_object_id"
+        rec = store.get(str(item["id"]), id_prop)
+        raw = item.get("properties", {})
+        if rec is not None:
+            changes = store.prepare(raw, rec)
+            store.check_unique(changes, rec.id, pending)
+            return rec, changes
+        if id_prop == "hs_object_id":
+            raise _missing(store, item["id"])
+        if isinstance(raw, dict):
+            raw = {**raw, id_prop: str(item["id"])}
+        changes = store.prepare(raw, None)
+        store.check_required(changes)
+        store.check_unique(changes, None, pending)
+        return None, changes
+
+    return answer_each(inputs, traced, plan,
+                       lambda planned, ms: _write_upsert(store, *planned, ms),
+                       ok=200, started=started)
+
+
+def _write_upsert(store: ObjectStore, found: Record | None, changes: dict[str, str],
+                  ms: int) -> dict[str, Any]:
+    if found is None:
+        rec = store.insert(changes, ms)
+    else:
+        rec = found
+        store.apply(rec, changes, ms)
+    out = store.to_json(rec, all_props=True)
+    out["new"] = found is None
+    return out
 
 
 def _string_list(raw: object) -> list[str]:
@@ -504,10 +534,7 @@ def create_one(store: ObjectStore, body: object) -> Answer:
         store.check_unique(changes, None)
     except InvalidInput as exc:
         raise exc.problem.to_api_error() from None
-    rec = store.insert(changes, now_ms())
-    if links:
-        _link(store, rec, links)
-    return 201, store.to_json(rec, all_props=True)
+    return 201, _insert_linked(store, changes, links, now_ms())
 
 
 def update_one(store: ObjectStore, record_id: str, query: dict[str, str], body: object) -> Answer:

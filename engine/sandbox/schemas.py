@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 Option = tuple[str, str]  # (label, value)
+MAX_UNIQUE_PROPERTIES = 10
 
 # type -> fieldTypes HubSpot accepts for it (HUBSPOT_API.md, "Properties v3").
 FIELD_TYPES: dict[str, frozenset[str]] = {
@@ -20,9 +21,6 @@ FIELD_TYPES: dict[str, frozenset[str]] = {
     ),
     "number": frozenset({"number", "calculation_equation"}),
 }
-
-MAX_UNIQUE_PROPERTIES = 10
-
 
 @dataclass(frozen=True, slots=True)
 class PropertyDef:
@@ -122,6 +120,11 @@ LIFECYCLE = _opts(
 )  # fmt: skip
 
 
+def _texts(group: str, *pairs: str) -> list[PropertyDef]:
+    """`_texts(group, "city", "City", ...)` -> plain text string properties, in order."""
+    return [PropertyDef(name, label, "string", "text", group) for name, label in _opts(*pairs)]
+
+
 def _common(modified: str, group: str) -> list[PropertyDef]:
     """Read-only system properties every object has."""
     return [
@@ -136,8 +139,7 @@ def _common(modified: str, group: str) -> list[PropertyDef]:
 
 def _contacts() -> ObjectType:
     g = "contactinformation"
-    props = [
-        *_common("lastmodifieddate", g),
+    return _object_type("0-1", "contacts", "contact", [
         PropertyDef("email", "Email", "string", "text", g, "A contact's email address",
                     unique=True),
         PropertyDef("firstname", "First Name", "string", "text", g, "A contact's first name"),
@@ -145,14 +147,9 @@ def _contacts() -> ObjectType:
         PropertyDef("phone", "Phone Number", "string", "phonenumber", g,
                     "A contact's primary phone number"),
         PropertyDef("mobilephone", "Mobile Phone Number", "string", "phonenumber", g),
-        PropertyDef("company", "Company Name", "string", "text", g),
-        PropertyDef("website", "Website URL", "string", "text", g),
-        PropertyDef("jobtitle", "Job Title", "string", "text", g),
-        PropertyDef("address", "Street Address", "string", "text", g),
-        PropertyDef("city", "City", "string", "text", g),
-        PropertyDef("state", "State/Region", "string", "text", g),
-        PropertyDef("zip", "Postal Code", "string", "text", g),
-        PropertyDef("country", "Country/Region", "string", "text", g),
+        *_texts(g, "company", "Company Name", "website", "Website URL", "jobtitle", "Job Title",
+                "address", "Street Address", "city", "City", "state", "State/Region",
+                "zip", "Postal Code", "country", "Country/Region"),
         PropertyDef("message", "Message", "string", "textarea", g),
         PropertyDef("lifecyclestage", "Lifecycle Stage", "enumeration", "radio", g,
                     "The qualification of contacts to sales readiness.", LIFECYCLE),
@@ -186,17 +183,13 @@ def _contacts() -> ObjectType:
                     "deal_information", calculated=True),
         PropertyDef("hs_full_name_or_email", "Full name or email", "string",
                     "calculation_equation", g, calculated=True),
-        PropertyDef("hubspot_owner_id", "Contact owner", "enumeration", "select",
-                    "sales_properties", external_options=True),
-    ]
-    return ObjectType("0-1", "contacts", "contact", "lastmodifieddate",
-                      ("email", "firstname", "lastname"), {p.name: p for p in props})
+    ], modified="lastmodifieddate", required=("email", "firstname", "lastname"),
+        owner_group="sales_properties")
 
 
 def _companies() -> ObjectType:
     g = "companyinformation"
-    props = [
-        *_common("hs_lastmodifieddate", g),
+    return _object_type("0-2", "companies", "company", [
         PropertyDef("domain", "Company Domain Name", "string", "text", g,
                     "The domain name of the company", unique=True),
         PropertyDef("name", "Company name", "string", "text", g, "The name of the company"),
@@ -210,10 +203,8 @@ def _companies() -> ObjectType:
         PropertyDef("numberofemployees", "Number of Employees", "number", "number", g),
         PropertyDef("annualrevenue", "Annual Revenue", "number", "number", g),
         PropertyDef("phone", "Phone Number", "string", "phonenumber", g),
-        PropertyDef("website", "Website URL", "string", "text", g),
-        PropertyDef("city", "City", "string", "text", g),
-        PropertyDef("state", "State/Region", "string", "text", g),
-        PropertyDef("country", "Country/Region", "string", "text", g),
+        *_texts(g, "website", "Website URL", "city", "City", "state", "State/Region",
+                "country", "Country/Region"),
         PropertyDef("description", "Description", "string", "textarea", g),
         PropertyDef("founded_year", "Year Founded", "string", "text", g),
         PropertyDef("is_public", "Is Public", "bool", "booleancheckbox", g,
@@ -225,17 +216,12 @@ def _companies() -> ObjectType:
             "Vendor", "VENDOR", "Other", "OTHER")),
         PropertyDef("hs_num_child_companies", "Number of child companies", "number", "number",
                     g, calculated=True),
-        PropertyDef("hubspot_owner_id", "Company owner", "enumeration", "select", g,
-                    external_options=True),
-    ]
-    return ObjectType("0-2", "companies", "company", "hs_lastmodifieddate", (),
-                      {p.name: p for p in props})
+    ], owner_group=g)
 
 
 def _deals() -> ObjectType:
     g = "dealinformation"
-    props = [
-        *_common("hs_lastmodifieddate", g),
+    return _object_type("0-3", "deals", "deal", [
         PropertyDef("dealname", "Deal Name", "string", "text", g, "The name given to this deal."),
         PropertyDef("amount", "Amount", "number", "number", g, "The total amount of the deal"),
         PropertyDef("dealstage", "Deal Stage", "enumeration", "radio", g,
@@ -251,17 +237,12 @@ def _deals() -> ObjectType:
                     options=_opts("Low", "low", "Medium", "medium", "High", "high")),
         PropertyDef("hs_is_closed", "Is Deal Closed?", "bool", "booleancheckbox", g,
                     options=BOOL_OPTIONS, calculated=True),
-        PropertyDef("hubspot_owner_id", "Deal owner", "enumeration", "select", g,
-                    external_options=True),
-    ]
-    return ObjectType("0-3", "deals", "deal", "hs_lastmodifieddate", (),
-                      {p.name: p for p in props})
+    ], owner_group=g)
 
 
 def _tickets() -> ObjectType:
     g = "ticketinformation"
-    props = [
-        *_common("hs_lastmodifieddate", g),
+    return _object_type("0-5", "tickets", "ticket", [
         PropertyDef("subject", "Ticket name", "string", "text", g, "Short summary of ticket"),
         PropertyDef("content", "Ticket description", "string", "textarea", g),
         PropertyDef("hs_pipeline", "Pipeline", "enumeration", "select", g,
@@ -276,17 +257,18 @@ def _tickets() -> ObjectType:
                                   "BILLING_ISSUE", "Feature request", "FEATURE_REQUEST",
                                   "General inquiry", "GENERAL_INQUIRY")),
         PropertyDef("closed_date", "Close date", "datetime", "date", g),
-        PropertyDef("hubspot_owner_id", "Ticket owner", "enumeration", "select", g,
-                    external_options=True),
-    ]
-    return ObjectType("0-5", "tickets", "ticket", "hs_lastmodifieddate", (),
-                      {p.name: p for p in props})
+    ], owner_group=g)
 
 
-def _simple(type_id: str, name: str, singular: str, extra: list[PropertyDef]) -> ObjectType:
-    props = [*_common("hs_lastmodifieddate", f"{singular}information"), *extra]
-    return ObjectType(type_id, name, singular, "hs_lastmodifieddate", (),
-                      {p.name: p for p in props})
+def _object_type(type_id: str, name: str, singular: str, extra: list[PropertyDef], *,
+                 modified: str = "hs_lastmodifieddate", required: tuple[str, ...] = (),
+                 owner_group: str | None = None) -> ObjectType:
+    """An object type: the system properties, `extra`, then the owner when it has one."""
+    props = [*_common(modified, f"{singular}information"), *extra]
+    if owner_group is not None:
+        props.append(PropertyDef("hubspot_owner_id", f"{singular.capitalize()} owner",
+                                 "enumeration", "select", owner_group, external_options=True))
+    return ObjectType(type_id, name, singular, modified, required, {p.name: p for p in props})
 
 
 def default_object_types() -> list[ObjectType]:
@@ -296,17 +278,17 @@ def default_object_types() -> list[ObjectType]:
         _companies(),
         _deals(),
         _tickets(),
-        _simple("0-7", "products", "product", [
+        _object_type("0-7", "products", "product", [
             PropertyDef("name", "Name", "string", "text", "productinformation"),
             PropertyDef("price", "Unit price", "number", "number", "productinformation"),
             PropertyDef("hs_sku", "SKU", "string", "text", "productinformation"),
         ]),
-        _simple("0-8", "line_items", "line_item", [
+        _object_type("0-8", "line_items", "line_item", [
             PropertyDef("name", "Name", "string", "text", "lineiteminformation"),
             PropertyDef("quantity", "Quantity", "number", "number", "lineiteminformation"),
             PropertyDef("price", "Unit price", "number", "number", "lineiteminformation"),
         ]),
-        _simple("0-46", "notes", "note", [
+        _object_type("0-46", "notes", "note", [
             PropertyDef("hs_note_body", "Note body", "string", "html", "engagement"),
             PropertyDef("hs_timestamp", "Activity date", "datetime", "date", "engagement"),
         ]),

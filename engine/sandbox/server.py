@@ -44,8 +44,7 @@ class State:
     def __init__(self, settings: SandboxSettings) -> None:
         self.settings = settings
         self.portal = Portal(lean=settings.lean)
-        self.limits = Limits(settings.rate_requests, settings.rate_window_s,
-                             settings.search_rate_per_s, settings.daily_limit)
+        self.limits = Limits(settings)
         self.faults = Faults(settings.seed, settings.latency_ms, settings.fault_5xx,
                              settings.fault_reset, settings.fault_lost)
         self.stats = Stats()
@@ -61,8 +60,7 @@ class State:
         new = dataclasses.replace(self.settings, **changes)
         self.settings = new
         self.tokens = new.tokens
-        self.limits.configure(new.rate_requests, new.rate_window_s, new.search_rate_per_s,
-                              new.daily_limit)
+        self.limits.configure(new)
         self.faults.configure(latency_ms=new.latency_ms, fault_5xx=new.fault_5xx,
                               fault_reset=new.fault_reset, fault_lost=new.fault_lost,
                               seed=changes.get("seed"))
@@ -118,6 +116,7 @@ def _drop_connection(request: web.Request) -> web.Response:
 RawWork = Callable[[State, web.Request, bytes], Answer | None]
 
 
+Handler = Callable[[web.Request], Awaitable[web.Response]]
 URL_LIMIT = 8_000  # characters; HubSpot refuses longer URLs with 414 (list `properties`)
 MAX_REQUEST_LINE = 64 * 1024  # what the server reads before giving up on a request line
 HTML_414 = b"<html><head><title>414 Request-URI Too Large</title></head><body><center>" \
@@ -378,28 +377,32 @@ def build_app(state: State) -> web.Application:
     app[STATE] = state
     r = app.router
     objs = "/crm/v3/objects/{type}"
-    r.add_post(objs + "/batch/{op}", api(_batch, raw_work=_batch_raw))
-    r.add_post(objs + "/search", api(_search, is_search=True))
-    r.add_get(objs, api(_list))
-    r.add_post(objs, api(_create))
-    r.add_get(objs + "/{id}", api(_get))
-    r.add_patch(objs + "/{id}", api(_patch))
-    r.add_delete(objs + "/{id}", api(_delete))
-    r.add_get("/crm/v3/properties/{type}", api(_properties))
-    r.add_post("/crm/v3/properties/{type}", api(_properties))
-    r.add_get("/crm/v3/properties/{type}/{name}", api(_property))
-    r.add_get("/crm/v3/schemas", api(_schemas))
-    r.add_post("/crm/v3/schemas", api(_schemas))
-    r.add_get("/crm/v3/schemas/{type}", api(_schema))
     v4_base = "/crm/v4/associations/{from}/{to}"
-    r.add_get(v4_base + "/labels", api(_labels))
-    r.add_post(v4_base + "/labels", api(_labels))
-    r.add_delete(v4_base + "/labels/{type_id}", api(_label))
-    r.add_post(v4_base + "/batch/{op:.+}", api(_assoc_batch))
-    r.add_get("/__sandbox/audit", _audit_call(_audit))
-    r.add_get("/__sandbox/records/{type}", _audit_call(_records))
-    r.add_get("/__sandbox/associations/{from}/{to}", _audit_call(_edges))
-    r.add_post("/__sandbox/reset", _audit_call(_reset))
-    r.add_get("/__sandbox/config", _audit_call(_config))
-    r.add_post("/__sandbox/config", _audit_call(_config))
+    _resource(r, objs + "/batch/{op}", post=api(_batch, raw_work=_batch_raw))
+    _resource(r, objs + "/search", post=api(_search, is_search=True))
+    _resource(r, objs, get=api(_list), post=api(_create))
+    _resource(r, objs + "/{id}", get=api(_get), patch=api(_patch), delete=api(_delete))
+    _resource(r, "/crm/v3/properties/{type}", get=api(_properties), post=api(_properties))
+    _resource(r, "/crm/v3/properties/{type}/{name}", get=api(_property))
+    _resource(r, "/crm/v3/schemas", get=api(_schemas), post=api(_schemas))
+    _resource(r, "/crm/v3/schemas/{type}", get=api(_schema))
+    _resource(r, v4_base + "/labels", get=api(_labels), post=api(_labels))
+    _resource(r, v4_base + "/labels/{type_id}", delete=api(_label))
+    _resource(r, v4_base + "/batch/{op:.+}", post=api(_assoc_batch))
+    _resource(r, "/__sandbox/audit", get=_audit_call(_audit))
+    _resource(r, "/__sandbox/records/{type}", get=_audit_call(_records))
+    _resource(r, "/__sandbox/associations/{from}/{to}", get=_audit_call(_edges))
+    _resource(r, "/__sandbox/reset", post=_audit_call(_reset))
+    _resource(r, "/__sandbox/config", get=_audit_call(_config), post=_audit_call(_config))
     return app
+
+
+def _resource(router: web.UrlDispatcher, path: str, *, get: Handler | None = None,
+              post: Handler | None = None, patch: Handler | None = None,
+              delete: Handler | None = None) -> None:
+    """Route the given methods of one path (GET also answers HEAD, as `add_get` does)."""
+    if get is not None:
+        router.add_get(path, get)
+    for method, handler in (("POST", post), ("PATCH", patch), ("DELETE", delete)):
+        if handler is not None:
+            router.add_route(method, path, handler)

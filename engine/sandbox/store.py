@@ -66,8 +66,7 @@ class LeanRecord(Record):
 
     def __init__(self, record_id: int, name: str, value: str, ms: int) -> None:
         self.id = record_id
-        self.created_ms = ms
-        self.updated_ms = ms
+        self.created_ms = self.updated_ms = ms
         self.archived_ms = None
         self._name = name
         self._value = value

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from engine.sandbox.errors import ApiError, bad_request, batch_error, error_body
-from engine.sandbox.objects import Answer, batch_answer
-from engine.sandbox.store import ObjectStore, Portal, now_ms
+from engine.sandbox.objects import Answer, batch_answer, inputs_of
+from engine.sandbox.store import ObjectStore, Portal, Record, now_ms
 
 DEFAULT_WRITE_LIMIT = 2_000
 READ_LIMIT = 1_000
@@ -14,14 +15,7 @@ READ_PAGE_SIZE = 500
 
 
 def _inputs(body: object, limit: int) -> list[Any]:
-    if not isinstance(body, dict) or not isinstance(body.get("inputs"), list):
-        raise bad_request("Invalid input JSON: expected an object with `inputs`")
-    inputs: list[Any] = body["inputs"]
-    if len(inputs) > limit:
-        raise bad_request(
-            f"Too many inputs: {len(inputs)}. The limit is {limit} inputs per batch."
-        )
-    return inputs
+    return inputs_of(body, limit, "Invalid input JSON: expected an object with `inputs`")
 
 
 def _id_of(ref: object) -> str | None:
@@ -66,79 +60,103 @@ def _missing_error(store: ObjectStore, record_id: str, side: str) -> dict[str, A
     )
 
 
-def batch_create(portal: Portal, frm: ObjectStore, to: ObjectStore, body: object,
-                 limit: int) -> Answer:
+class _Rejected(Exception):
+    """One input of a batch write is answered with this per-input error (207)."""
+
+    def __init__(self, error: dict[str, Any]) -> None:
+        super().__init__(error.get("message"))
+        self.error = error
+
+
+PairWrite = Callable[[Record, Record, object], dict[str, Any]]
+
+
+def _pair_of(item: object, with_types: bool) -> tuple[str, str, object]:
+    """An input's `from` id, `to` id and `types` (a list when `with_types`), else a 400."""
+    fields = item if isinstance(item, dict) else {}
+    from_id, to_id = _id_of(fields.get("from")), _id_of(fields.get("to"))
+    types = fields.get("types")
+    if with_types and (from_id is None or to_id is None or not isinstance(types, list)):
+        raise bad_request("Invalid input JSON: each input needs `from`, `to` and `types`")
+    if from_id is None or to_id is None:
+        raise bad_request("Invalid input JSON: each input needs `from` and `to`")
+    return from_id, to_id, types
+
+
+def _write_pairs(frm: ObjectStore, to: ObjectStore, body: object, limit: int,
+                 write: PairWrite, *, with_types: bool, ok: int) -> Answer:
+    """Apply `write` to every (from, to) record pair; missing records are 207 errors."""
     started = now_ms()
-    inputs = _inputs(body, limit)
-    assoc = portal.associations
-    default = assoc.default_type(frm.type_id, to.type_id)
     results: list[Any] = []
     errors: list[Any] = []
-    for item in inputs:
-        from_id = _id_of(item.get("from")) if isinstance(item, dict) else None
-        to_id = _id_of(item.get("to")) if isinstance(item, dict) else None
-        types = item.get("types") if isinstance(item, dict) else None
-        if from_id is None or to_id is None or not isinstance(types, list):
-            raise bad_request("Invalid input JSON: each input needs `from`, `to` and `types`")
+    for item in _inputs(body, limit):
+        from_id, to_id, types = _pair_of(item, with_types)
         a, b = frm.get(from_id), to.get(to_id)
-        if a is None:
-            errors.append(_missing_error(frm, from_id, "fromObjectId"))
-            continue
-        if b is None:
-            errors.append(_missing_error(to, to_id, "toObjectId"))
-            continue
-        type_ids: list[int] = []
-        bad = None
-        for spec in types:
-            tid = spec.get("associationTypeId") if isinstance(spec, dict) else None
-            atype = assoc.types.get(tid) if isinstance(tid, int) else None
-            if atype is None or (atype.from_type, atype.to_type) != (frm.type_id, to.type_id):
-                bad = tid
-                break
-            type_ids.append(atype.type_id)
-        if bad is not None or not type_ids:
-            errors.append(batch_error(
-                f"{bad} is not a valid association type between {frm.otype.name} and "
-                f"{to.otype.name}", "VALIDATION_ERROR",
-                context={"associationTypeId": [str(bad)]},
-            ))
-            continue
+        try:
+            if a is None:
+                raise _Rejected(_missing_error(frm, from_id, "fromObjectId"))
+            if b is None:
+                raise _Rejected(_missing_error(to, to_id, "toObjectId"))
+            results.append(write(a, b, types))
+        except _Rejected as exc:
+            errors.append(exc.error)
+    return batch_answer(results, errors, ok, started)
+
+
+def batch_create(portal: Portal, frm: ObjectStore, to: ObjectStore, body: object,
+                 limit: int) -> Answer:
+    assoc = portal.associations
+    default = assoc.default_type(frm.type_id, to.type_id)
+
+    def write(a: Record, b: Record, types: object) -> dict[str, Any]:
+        type_ids = _type_ids(portal, frm, to, types)
         for tid in {*type_ids, default}:
             assoc.add(frm.type_id, a.id, to.type_id, b.id, tid)
         labels = sorted({assoc.types[t].label for t in assoc.targets(
             frm.type_id, to.type_id, a.id)[b.id]} - {None})  # type: ignore[type-var]
-        results.append({
+        return {
             "fromObjectTypeId": frm.type_id, "fromObjectId": a.id,
             "toObjectTypeId": to.type_id, "toObjectId": b.id, "labels": labels,
-        })
-    return batch_answer(results, errors, 201, started)
+        }
+
+    return _write_pairs(frm, to, body, limit, write, with_types=True, ok=201)
+
+
+def _type_ids(portal: Portal, frm: ObjectStore, to: ObjectStore, types: object) -> list[int]:
+    """The association type ids of one input, all valid from `frm` to `to`, else rejected."""
+    assoc = portal.associations
+    type_ids: list[int] = []
+    bad = None
+    for spec in types if isinstance(types, list) else []:
+        tid = spec.get("associationTypeId") if isinstance(spec, dict) else None
+        atype = assoc.types.get(tid) if isinstance(tid, int) else None
+        if atype is None or (atype.from_type, atype.to_type) != (frm.type_id, to.type_id):
+            bad = tid
+            break
+        type_ids.append(atype.type_id)
+    if bad is not None or not type_ids:
+        raise _Rejected(batch_error(
+            f"{bad} is not a valid association type between {frm.otype.name} and "
+            f"{to.otype.name}", "VALIDATION_ERROR",
+            context={"associationTypeId": [str(bad)]},
+        ))
+    return type_ids
 
 
 def batch_default(portal: Portal, frm: ObjectStore, to: ObjectStore, body: object,
                   limit: int) -> Answer:
-    started = now_ms()
-    inputs = _inputs(body, limit)
     assoc = portal.associations
     default = assoc.default_type(frm.type_id, to.type_id)
-    results: list[Any] = []
-    errors: list[Any] = []
-    for item in inputs:
-        from_id = _id_of(item.get("from")) if isinstance(item, dict) else None
-        to_id = _id_of(item.get("to")) if isinstance(item, dict) else None
-        if from_id is None or to_id is None:
-            raise bad_request("Invalid input JSON: each input needs `from` and `to`")
-        a, b = frm.get(from_id), to.get(to_id)
-        if a is None or b is None:
-            errors.append(_missing_error(frm, from_id, "fromObjectId") if a is None
-                          else _missing_error(to, to_id, "toObjectId"))
-            continue
+
+    def write(a: Record, b: Record, types: object) -> dict[str, Any]:
         assoc.add(frm.type_id, a.id, to.type_id, b.id, default)
-        results.append({
+        return {
             "from": {"id": str(a.id)}, "to": {"id": str(b.id)},
             "associationSpec": {"associationCategory": "HUBSPOT_DEFINED",
                                 "associationTypeId": default},
-        })
-    return batch_answer(results, errors, 200, started)
+        }
+
+    return _write_pairs(frm, to, body, limit, write, with_types=False, ok=200)
 
 
 def batch_read(portal: Portal, frm: ObjectStore, to: ObjectStore, body: object) -> Answer:
@@ -203,11 +221,8 @@ def batch_archive_labels(portal: Portal, frm: ObjectStore, to: ObjectStore, body
                          limit: int) -> Answer:
     inputs = _inputs(body, limit)
     for item in inputs:
-        from_id = _id_of(item.get("from")) if isinstance(item, dict) else None
-        to_id = _id_of(item.get("to")) if isinstance(item, dict) else None
-        types = item.get("types") if isinstance(item, dict) else None
-        if from_id is None or to_id is None or not isinstance(types, list):
-            raise bad_request("Invalid input JSON: each input needs `from`, `to` and `types`")
+        from_id, to_id, types = _pair_of(item, with_types=True)
+        assert isinstance(types, list)
         tids = {s.get("associationTypeId") for s in types if isinstance(s, dict)}
         known = {t for t in tids if isinstance(t, int) and t in portal.associations.types}
         try:

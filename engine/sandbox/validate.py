@@ -77,6 +77,49 @@ def parse_datetime_ms(text: str) -> int | None:
     return round(dt.timestamp() * 1000)
 
 
+Fail = Callable[[str, str], InvalidValue]
+
+
+def _valid_date(text: str, fail: Fail) -> str:
+    """`YYYY-MM-DD` (a real calendar date) or epoch ms at midnight UTC -> `YYYY-MM-DD`."""
+    if _DATE.match(text):
+        try:
+            date.fromisoformat(text)
+        except ValueError:
+            raise fail("INVALID_DATE", f"{text} is not a valid date.") from None
+        return text
+    if _EPOCH_MS.match(text):
+        ms = int(text)
+        rest = ms % DAY_MS
+        if rest:
+            h, m = divmod(rest // 1000, 3600)
+            clock = f"{h:02d}:{m // 60:02d}:{m % 60:02d}.{rest % 1000:03d}"
+            raise fail("INVALID_DATE", f"{text} is at {clock} UTC, not midnight!")
+        return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d")
+    raise fail(
+        "INVALID_DATE",
+        f"{text} is not a valid date. Use YYYY-MM-DD or epoch milliseconds at midnight UTC.",
+    )
+
+
+def _valid_datetime(text: str, fail: Fail) -> str:
+    """ISO 8601 or epoch ms -> `YYYY-MM-DDThh:mm:ss.sssZ`."""
+    ms = parse_datetime_ms(text)
+    if ms is None:
+        raise fail(
+            "INVALID_DATETIME",
+            f"{text} is not a valid datetime. Use ISO 8601 or epoch milliseconds.",
+        )
+    return iso_from_ms(ms)
+
+
+# Types whose non-empty values go through one text rule (an empty value clears).
+_TEXT_RULES: dict[str, Callable[[str, Fail], str]] = {
+    "date": _valid_date,
+    "datetime": _valid_datetime,
+}
+
+
 def compile_validator(prop: PropertyDef, object_name: str) -> Validator:
     """The value rule of one property, as HubSpot applies it."""
     name = prop.name
@@ -137,49 +180,14 @@ def compile_validator(prop: PropertyDef, object_name: str) -> Validator:
 
         return boolean
 
-    if prop.type == "date":
+    text_rule = _TEXT_RULES.get(prop.type)
+    if text_rule is not None:
 
-        def date_value(value: object, old: str | None) -> str:
+        def text_value(value: object, old: str | None) -> str:
             text = as_text(value)
-            if not text:
-                return text
-            if _DATE.match(text):
-                try:
-                    date.fromisoformat(text)
-                except ValueError:
-                    raise fail("INVALID_DATE", f"{text} is not a valid date.") from None
-                return text
-            if _EPOCH_MS.match(text):
-                ms = int(text)
-                rest = ms % DAY_MS
-                if rest:
-                    h, m = divmod(rest // 1000, 3600)
-                    clock = f"{h:02d}:{m // 60:02d}:{m % 60:02d}.{rest % 1000:03d}"
-                    raise fail("INVALID_DATE", f"{text} is at {clock} UTC, not midnight!")
-                return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d")
-            raise fail(
-                "INVALID_DATE",
-                f"{text} is not a valid date. Use YYYY-MM-DD or epoch milliseconds "
-                "at midnight UTC.",
-            )
+            return text_rule(text, fail) if text else text
 
-        return date_value
-
-    if prop.type == "datetime":
-
-        def datetime_value(value: object, old: str | None) -> str:
-            text = as_text(value)
-            if not text:
-                return text
-            ms = parse_datetime_ms(text)
-            if ms is None:
-                raise fail(
-                    "INVALID_DATETIME",
-                    f"{text} is not a valid datetime. Use ISO 8601 or epoch milliseconds.",
-                )
-            return iso_from_ms(ms)
-
-        return datetime_value
+        return text_value
 
     if prop.type == "enumeration":
         allowed = frozenset(v for _, v in prop.options)

@@ -1,0 +1,262 @@
+"""The stages of one import step, wired: producer -> journal IN_FLIGHT -> senders -> DONE.
+
+    source -> normalise -> encode -> batcher     (worker thread, one chunk ahead)
+      -> key gate -> journal IN_FLIGHT (a block at a time) -> senders x N
+      -> answer -> journal DONE (deferred, grouped)
+
+Stages talk through a bounded memory object stream, so memory is bounded by the buffer,
+not by the file. Only this module makes task groups and streams.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+
+import anyio
+import anyio.to_thread
+from anyio.abc import ObjectReceiveStream, ObjectSendStream
+
+from engine.batch import Batch, Batcher
+from engine.errors import (
+    ConfigError,
+    EngineError,
+    QuotaExhausted,
+    RetryableApiError,
+    TransportError,
+)
+from engine.imports.answers import Sent
+from engine.imports.chunks import Chunk, ChunkEncoder
+from engine.imports.gate import KeyGate
+from engine.imports.reconcile import Reconciler
+from engine.imports.sender import BatchSender
+from engine.imports.writer import Journal
+from engine.interrupt import StopRequest
+from engine.journal import BatchRecord, BatchState, Reject, Transition
+from engine.source import Source
+
+Prepared = tuple[list[Batch], list[Reject], int]  # batches, local rejects, rows read
+
+
+@dataclass(slots=True)
+class StepState:
+    rows_read: int = 0
+    sent_rows: int = 0
+    done_rows: int = 0  # rows of answered batches (server rejects included)
+    rejected_rows: int = 0
+    local_rejected_rows: int = 0  # rejected before any call (never in a batch)
+    skipped_rows: int = 0  # rows of batches an earlier run finished (not this run's pace)
+    total_rows: int | None = None
+    stop_reason: str | None = None
+    stop_code: int = 0
+
+
+class Pipeline:
+    """Runs the stages of one step over its input; every row ends journaled or unsent."""
+
+    def __init__(self, *, step: str, journal: Journal, encoder: ChunkEncoder,
+                 sender: BatchSender, reconciler: Reconciler | None, state: StepState,
+                 done: Mapping[int, BatchRecord], stop: StopRequest, batch_size: int,
+                 concurrency: int, queue_batches: int, show: Callable[[], None]) -> None:
+        self.step = step
+        self.journal = journal
+        self.encoder = encoder
+        self.sender = sender
+        self.reconciler = reconciler  # creates: in-flight batches are read back first
+        self.state = state
+        self.done = done
+        self.stop = stop
+        self.concurrency = concurrency
+        self.queue_batches = queue_batches
+        self.show = show
+        self.gate = KeyGate()
+        self.batcher = Batcher(batch_size)
+        self._block: list[Batch] = []
+        self._halted = False  # stopped from inside (daily quota, HubSpot unavailable)
+        self._unsent = 0  # batches journaled but dropped by a stop
+        self._produced_all = False
+
+    @property
+    def stopping(self) -> bool:
+        return self._halted or self.stop.requested
+
+    @property
+    def complete(self) -> bool:
+        """Every batch of the input was answered (a stop may have come too late to matter)."""
+        return self._produced_all and not self._unsent and not self.stop.forced
+
+    def halt(self, reason: str, code: int) -> None:
+        if self.state.stop_reason is None:
+            self._halted = True
+            self.state.stop_reason = reason
+            self.state.stop_code = code
+
+    async def run(self, source: Source) -> None:
+        send, receive = anyio.create_memory_object_stream[Batch](self.queue_batches)
+        try:
+            with self.stop.hard_scope():
+                async with anyio.create_task_group() as outer:
+                    await outer.start(self.journal.run)
+                    try:
+                        async with anyio.create_task_group() as tg:
+                            async with receive:
+                                for _ in range(self.concurrency):
+                                    tg.start_soon(self._sender, receive.clone())
+                            await self._produce(send, self.encoder.chunks(source))
+                    finally:
+                        self.journal.close()
+        except BaseExceptionGroup as group:
+            leaf = _first_engine_error(group)
+            if leaf is not None:
+                raise leaf from None
+            raise
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.journal.flush()
+
+    # -- the producer -------------------------------------------------------------------
+
+    async def _produce(self, send: ObjectSendStream[Batch], chunks: Iterator[Chunk]) -> None:
+        """Feed batches to the senders, journaled IN_FLIGHT a block at a time.
+
+        A worker thread prepares the next chunk (read, normalise, encode, cut into batches)
+        while this one is fed, so the senders never wait for a chunk boundary. A block of
+        batches is committed IN_FLIGHT in one transaction before any of them is handed to a
+        sender: one fsync for many requests. A batch journaled but never sent (the run
+        stopped first) is reconciled on resume like any other in flight.
+        """
+        ahead, prepared = anyio.create_memory_object_stream[Prepared](0)
+        async with send, anyio.create_task_group() as tg:
+            tg.start_soon(self._read_ahead, ahead, chunks)
+            async with prepared:
+                async for batches, rejects, rows_read in prepared:
+                    await self._take(send, batches, rejects, rows_read)
+                    if self.stopping:
+                        break
+                if not self.stopping:
+                    for batch in self.batcher.flush():
+                        if not self._skip_done(batch):
+                            await self._admit(send, batch)
+                    await self._release(send)
+                    self._produced_all = not self.stopping
+                tg.cancel_scope.cancel()  # stopping: no chunk is needed any more
+
+    async def _take(self, send: ObjectSendStream[Batch], batches: list[Batch],
+                    rejects: list[Reject], rows_read: int) -> None:
+        """One prepared chunk: its local rejects journaled, its batches queued."""
+        self.state.rows_read += rows_read
+        if rejects:
+            await self.journal.commit(Transition.local_rejects(self.step, rejects))
+            local = len({r.source_row for r in rejects})
+            self.state.rejected_rows += local
+            self.state.local_rejected_rows += local
+        for batch in batches:
+            if self.stopping:
+                return
+            if self._skip_done(batch):
+                continue
+            await self._admit(send, batch)
+            if len(self._block) >= max(1, self.concurrency):
+                await self._release(send)
+        await self._release(send)
+
+    async def _read_ahead(self, out: ObjectSendStream[Prepared], chunks: Iterator[Chunk]) -> None:
+        def next_chunk() -> Prepared | None:
+            chunk = next(chunks, None)
+            if chunk is None:
+                return None
+            encoded, rejects, rows_read = chunk
+            return list(self.batcher.feed(encoded)), rejects, rows_read
+
+        async with out:
+            while not self.stopping:
+                prepared = await anyio.to_thread.run_sync(next_chunk)
+                if prepared is None:
+                    return
+                try:
+                    await out.send(prepared)
+                except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    return  # the consumer stopped: the chunk is not needed
+
+    async def _admit(self, send: ObjectSendStream[Batch], batch: Batch) -> None:
+        """Queue `batch` once no batch queued or in flight holds one of its keys."""
+        if not self.gate.is_clear(batch.folded):
+            await self._release(send)  # the holder may still be in this block
+            await self.gate.wait_clear(batch.folded)
+        self.gate.hold(batch.folded)
+        self._block.append(batch)
+
+    async def _release(self, send: ObjectSendStream[Batch]) -> None:
+        """Journal the block IN_FLIGHT (one commit), then hand it to the senders."""
+        if not self._block:
+            return
+        await self.journal.commit(*(Transition.begin(self.step, b.seq, b.rows, b.keys)
+                                    for b in self._block))
+        for batch in self._block:
+            await send.send(batch)
+        self._block.clear()
+
+    def _skip_done(self, batch: Batch) -> bool:
+        """True for a batch an earlier run finished (it must cover the same rows)."""
+        record = self.done.get(batch.seq)
+        if record is None or record.state is not BatchState.DONE:
+            return False
+        if record.rows != tuple(batch.rows):
+            raise ConfigError(f"batch {batch.seq} of step {self.step} covers other rows than "
+                              "when it was journaled; the input or the normalisation "
+                              "changed: use a new checkpoint")
+        self.state.done_rows += len(batch.rows)
+        self.state.skipped_rows += len(batch.rows)
+        self.show()
+        return True
+
+    # -- the senders --------------------------------------------------------------------
+
+    async def _sender(self, receive: ObjectReceiveStream[Batch]) -> None:
+        async with receive:
+            async for batch in receive:
+                try:
+                    if self.stopping:
+                        self._unsent += 1  # drained unsent: the next run picks it up
+                        continue
+                    await self._process(batch)
+                except QuotaExhausted as exc:
+                    self.halt(str(exc), 4)
+                except (RetryableApiError, TransportError) as exc:
+                    self.halt(f"HubSpot unavailable after retries: {exc}", 4)
+                finally:
+                    self.gate.release(batch.folded)
+
+    async def _process(self, batch: Batch) -> None:
+        """Send a batch the producer journaled IN_FLIGHT; journal its outcome as DONE."""
+        positions = list(range(len(batch.rows)))
+        outcome = Sent()
+        record = self.done.get(batch.seq)
+        if (record is not None and record.state is BatchState.IN_FLIGHT
+                and self.reconciler is not None):
+            outcome, positions = await self.reconciler.reconcile(batch, positions,
+                                                                 record.started_at)
+        started = time.time() if record is None or record.started_at is None else min(
+            time.time(), record.started_at)
+        if positions:
+            self.state.sent_rows += len(positions)
+            outcome.merge(await self.sender.send(batch, positions, started))
+        self.journal.defer(Transition.finish(self.step, batch.seq, results=outcome.results,
+                                             rejects=outcome.rejects, ids=outcome.ids))
+        self.state.done_rows += len(batch.rows)
+        if outcome.rejects:
+            self.state.rejected_rows += len({r.source_row for r in outcome.rejects}
+                                            - {r[0] for r in outcome.results})
+        self.show()
+
+
+def _first_engine_error(group: BaseExceptionGroup[BaseException]) -> EngineError | None:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            found = _first_engine_error(exc)
+            if found is not None:
+                return found
+        elif isinstance(exc, EngineError):
+            return exc
+    return None

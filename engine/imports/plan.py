@@ -1,0 +1,185 @@
+"""Planning an import step (pure): spec + schema + headers -> a step plan.
+
+Every configuration error of a step is found here, before any call: the mapping, the
+options settled from the file (date order), and how rows are identified (`KeyPlan`).
+Creates always carry a unique key, `id_property` when given, else the import-key
+property holding `<job id>-<source row>`, so a retried create never duplicates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+import orjson
+
+from engine.config import DEFAULT_CONCURRENCY
+from engine.dryrun import prepare
+from engine.errors import ConfigError
+from engine.mapping import MappingSpec, ResolvedMapping
+from engine.normalize import NormalizeOptions, NormalizePlan
+from engine.schema import ObjectType, Schema
+from engine.source import Source, SourceSpec
+
+Mode = Literal["create", "update", "upsert"]
+OnConflict = Literal["reject", "update"]
+
+IMPORT_KEY = "hsbulk_import_key"
+NATURAL_KEYS = {"contacts": "email", "companies": "domain"}
+RECORD_ID = "hs_object_id"
+ID_HEADERS = ("hs_object_id", "record id", "id")
+GROUPS = {"contacts": "contactinformation", "companies": "companyinformation",
+          "deals": "dealinformation", "tickets": "ticketinformation"}
+
+
+@dataclass(frozen=True, slots=True)
+class ImportSpec:
+    """One import step: what to read, how to map it, and how to write it."""
+
+    object_type: ObjectType
+    source: SourceSpec
+    mode: Mode = "upsert"
+    id_property: str | None = None
+    mapping: MappingSpec = field(default_factory=MappingSpec)
+    options: NormalizeOptions = field(default_factory=NormalizeOptions)
+    on_conflict: OnConflict = "reject"
+    step: str = "import"
+    import_key: str = IMPORT_KEY
+    batch_size: int = 100
+    concurrency: int = DEFAULT_CONCURRENCY
+    queue_batches: int = 64
+    record_ids: bool = False  # keep natural key -> id in the journal (for associations)
+
+    @property
+    def object_name(self) -> str:
+        return self.object_type.name or self.object_type.type_id
+
+    def spec_hash(self, mapping: ResolvedMapping) -> str:
+        """What must not change between a run and its resume."""
+        described = {
+            "object": self.object_type.type_id, "mode": self.mode, "id": self.id_property,
+            "targets": [(t.property, t.column, t.constant, repr(t.options))
+                        for t in mapping.targets],
+            "options": repr(self.options), "batch": self.batch_size, "step": self.step,
+            "conflict": self.on_conflict, "import_key": self.import_key,
+        }
+        return hashlib.sha256(orjson.dumps(described)).hexdigest()[:32]
+
+
+@dataclass(frozen=True, slots=True)
+class InlineAssociation:
+    """An association written inside the create call: the target ids are known upfront."""
+
+    column: str
+    category: str
+    type_id: int
+    ids: Mapping[str, str]  # lower-cased target key -> target record id
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPlan:
+    """How rows are identified to HubSpot and to the journal."""
+
+    id_property: str | None  # `idProperty` sent with update/upsert ids (None: record id)
+    id_column: str | None  # frame column whose value is each input's `id`
+    key_property: str | None  # create: unique property read back on reconcile
+    key_column: str | None  # frame column with each row's key (batches, journal, idmap)
+
+    @property
+    def prop(self) -> str:
+        """The property a row's key is a value of ("" when none)."""
+        return self.key_property or self.id_property or ""
+
+
+@dataclass(frozen=True, slots=True)
+class StepPlan:
+    """Everything about a step that can be settled (or refused) before any call."""
+
+    mapping: ResolvedMapping
+    options: NormalizeOptions  # with the date order detected from the file
+    plan: NormalizePlan
+    keys: KeyPlan
+    id_source: str | None  # update by record id: the column holding it
+
+
+def plan_step(spec: ImportSpec, source: Source, schema: Schema) -> StepPlan:
+    """Resolve the mapping, settle options and keys: every configuration error of a step.
+
+    Reads the input (date order detection, strict checks); shared by the import and the
+    dry run, so a dry run refuses what the real run would.
+    """
+    id_source: str | None = None
+    mapping_spec = spec.mapping
+    if spec.mode == "update" and spec.id_property in (None, RECORD_ID):
+        id_source = id_column(spec, source)
+        if id_source is None:
+            raise ConfigError("mode 'update' needs the record id: map a column to "
+                              "hs_object_id (e.g. 'Record ID=hs_object_id') or give "
+                              "id_property, a unique-value property")
+        mapping_spec = _without(mapping_spec, id_source)
+    mapping, options, plan = prepare(source, schema, mapping_spec, spec.options)
+    return StepPlan(mapping, options, plan, plan_keys(spec, schema, mapping), id_source)
+
+
+def plan_keys(spec: ImportSpec, schema: Schema, mapping: ResolvedMapping) -> KeyPlan:
+    """How rows are identified; a ConfigError for what the mode cannot work with."""
+    natural = NATURAL_KEYS.get(spec.object_name)
+    if spec.id_property is not None:
+        _check_id_property(spec, schema, mapping, natural)
+    if spec.mode == "upsert":
+        if spec.id_property is None or spec.id_property == RECORD_ID:
+            raise ConfigError("mode 'upsert' needs id_property, a unique-value property "
+                              f"(e.g. {natural or 'a custom unique property'})")
+        return KeyPlan(spec.id_property, spec.id_property, None, spec.id_property)
+    if spec.mode == "update":
+        if spec.id_property is None or spec.id_property == RECORD_ID:
+            return KeyPlan(None, RECORD_ID, None, RECORD_ID)
+        return KeyPlan(spec.id_property, spec.id_property, None, spec.id_property)
+    if spec.id_property is not None:
+        return KeyPlan(None, None, spec.id_property, spec.id_property)
+    return KeyPlan(None, None, spec.import_key, spec.import_key)
+
+
+def _check_id_property(spec: ImportSpec, schema: Schema, mapping: ResolvedMapping,
+                       natural: str | None) -> None:
+    assert spec.id_property is not None
+    prop = schema.get(spec.id_property)
+    if prop is None:
+        raise ConfigError(f"id_property {spec.id_property!r} is not a property of "
+                          f"{spec.object_type}")
+    if not (prop.unique or prop.name == natural or prop.name == RECORD_ID):
+        raise ConfigError(
+            f"id_property {prop.name!r} does not have unique values in "
+            f"{spec.object_type}; use {natural or 'a unique-value property'}")
+    if prop.name != RECORD_ID and prop.name not in {t.property for t in mapping.targets}:
+        raise ConfigError(f"id_property {prop.name!r} is not mapped from any column")
+
+
+def id_column(spec: ImportSpec, source: Source) -> str | None:
+    """Update by record id: the source column that holds it."""
+    for src, prop in spec.mapping.pairs:
+        if prop == RECORD_ID:
+            return src
+    for header in source.columns:
+        if header.strip().lower() in ID_HEADERS:
+            return header
+    return None
+
+
+def job_id(spec_hash: str, digest: str) -> str:
+    """The id behind this run's import keys: the spec and the input's content."""
+    return hashlib.sha256(f"{spec_hash}:{digest}".encode()).hexdigest()[:12]
+
+
+def object_path(obj: ObjectType, tail: str) -> str:
+    return f"/crm/v3/objects/{obj.path_name}/{tail}"
+
+
+def _without(spec: MappingSpec, column: str) -> MappingSpec:
+    """The mapping without the record-id column (it is the input's id, not a property)."""
+    return MappingSpec(
+        pairs=tuple(p for p in spec.pairs if p[0] != column), file=spec.file, auto=spec.auto,
+        reserved=spec.reserved | {column}, strict_columns=spec.strict_columns,
+        ignore_unknown=spec.ignore_unknown)

@@ -1,0 +1,236 @@
+"""`hsbulk import`: one import step, from its plan to its summary.
+
+Exactly-once comes from the journal: a batch is committed IN_FLIGHT before its request
+leaves and DONE with its per-row outcome after; a resumed run skips DONE batches and
+reconciles IN_FLIGHT creates by reading them back by their unique key before resending
+only what is missing (see imports/reconcile.py). The stages are wired in
+imports/pipeline.py; this module plans the step, opens its journal and accounts for it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+
+import anyio
+import anyio.to_thread
+import polars as pl
+
+from engine.client import HubSpotClient
+from engine.imports.chunks import ChunkEncoder
+from engine.imports.pipeline import Pipeline, StepState
+from engine.imports.plan import (
+    RECORD_ID,
+    ImportSpec,
+    InlineAssociation,
+    StepPlan,
+    job_id,
+    plan_step,
+)
+from engine.imports.reconcile import Reconciler, ensure_import_key
+from engine.imports.sender import BatchSender
+from engine.imports.writer import Journal
+from engine.interrupt import StopRequest
+from engine.journal import BatchState, JournalThread, SqliteCheckpoint
+from engine.report import (
+    REJECT_FIELDS,
+    Progress,
+    ProgressView,
+    Summary,
+    frame_of,
+    rejects_frame,
+    results_frame,
+    write_frame,
+)
+from engine.rerun import import_request, input_digest, stored_result
+from engine.schema import fetch_schema
+from engine.source import SOURCE_ROW, Source, open_source
+
+
+class StepRunner:
+    """Runs one import step against one client and one checkpoint."""
+
+    def __init__(self, client: HubSpotClient, checkpoint: SqliteCheckpoint, spec: ImportSpec,
+                 *, progress: Progress | None = None,
+                 inline: Sequence[InlineAssociation] = (),
+                 stop: StopRequest | None = None,
+                 thread: JournalThread | None = None) -> None:
+        self.client = client
+        self.stop = stop or StopRequest()
+        self.inline = tuple(inline) if spec.mode == "create" else ()
+        self.checkpoint = checkpoint
+        self.spec = spec
+        self.progress = progress or ProgressView(quiet=True)
+        self.state = StepState()
+        self.journal = Journal(checkpoint, thread or JournalThread())
+        self.resumed = False
+        self.notes: list[str] = []
+        self._stats_at_start = (0, 0, 0)
+
+    async def run(self) -> Summary:
+        spec = self.spec
+        started = time.monotonic()
+        stats = self.client.stats
+        self._stats_at_start = (stats.api_calls, stats.http_429, stats.retries)
+        source = open_source(spec.source)
+        schema = await fetch_schema(self.client, spec.object_type)
+        with self.stop.hard_scope(on_request=True):  # reading only: nothing to finish
+            step = await anyio.to_thread.run_sync(plan_step, spec, source, schema,
+                                                  abandon_on_cancel=True)
+        if self.stop.requested:
+            self._stopped(self.stop.reason or "interrupted")
+            return await self._summary(started)
+        if spec.mode == "create" and step.keys.key_property == spec.import_key:
+            note = await ensure_import_key(self.client, spec, schema)
+            self.notes += [note] if note else []
+        if step.options.date_order != spec.options.date_order:
+            self.notes.append(f"date order {step.options.date_order} detected from the file")
+        pipeline = await self._pipeline(source, step)
+        try:
+            await pipeline.run(source)
+        finally:
+            self.progress.stop()
+        if self.stop.requested and not pipeline.complete:
+            self._stopped(self.stop.reason or "interrupted")
+        return await self._summary(started)
+
+    async def _pipeline(self, source: Source, step: StepPlan) -> Pipeline:
+        """Open the step's journal (resuming it if it exists) and wire its stages."""
+        spec = self.spec
+        spec_hash = spec.spec_hash(step.mapping)
+        digest = await anyio.to_thread.run_sync(input_digest, spec.source)
+        self.resumed = await self.journal.call(
+            self.checkpoint.open_job, spec.step, spec_hash, {spec.step: digest})
+        done = await self.journal.call(self.checkpoint.batches, spec.step)
+        if self.resumed:
+            self.notes.append(f"resumed from checkpoint {self.checkpoint.path}")
+        self.state.total_rows = await anyio.to_thread.run_sync(estimate_rows, source,
+                                                               abandon_on_cancel=True)
+        self.progress.start(f"{spec.step} ({spec.object_type} {spec.mode})",
+                            self.state.total_rows, done_before=sum(
+                                len(r.rows) for r in done.values()
+                                if r.state is BatchState.DONE))
+        reconciler = Reconciler(self.client, spec, step.keys)
+        encoder = ChunkEncoder(step.plan, step.keys, step.id_source, spec.import_key,
+                               job_id(spec_hash, digest), self.inline)
+        return Pipeline(
+            step=spec.step, journal=self.journal, encoder=encoder,
+            sender=BatchSender(self.client, spec, step.keys, reconciler),
+            reconciler=reconciler if spec.mode == "create" else None, state=self.state,
+            done=done, stop=self.stop, batch_size=spec.batch_size,
+            concurrency=spec.concurrency, queue_batches=spec.queue_batches, show=self._show)
+
+    def _stopped(self, reason: str) -> None:
+        if self.state.stop_reason is None:
+            self.state.stop_reason = reason
+            self.state.stop_code = 4
+
+    def _show(self) -> None:
+        stats = self.client.stats
+        state = self.state
+        self.progress.update(done=state.done_rows + state.local_rejected_rows,
+                             done_before=state.skipped_rows, total=state.total_rows,
+                             sent=state.sent_rows, rejected=state.rejected_rows,
+                             retries=stats.retries, http_429=stats.http_429,
+                             description=self.spec.step)
+
+    async def _summary(self, started: float) -> Summary:
+        counts = await self.journal.call(self.checkpoint.counts, self.spec.step)
+        elapsed = time.monotonic() - started
+        stats = self.client.stats
+        state = "done" if self.state.stop_reason is None else "stopped"
+        summary = Summary(
+            step=self.spec.step, object=str(self.spec.object_type), mode=self.spec.mode,
+            rows_read=self.state.rows_read, created=counts.created, updated=counts.updated,
+            unchanged=counts.unchanged, rejected=counts.rejected,
+            api_calls=stats.api_calls - self._stats_at_start[0],
+            http_429=stats.http_429 - self._stats_at_start[1],
+            retries=stats.retries - self._stats_at_start[2], elapsed_s=round(elapsed, 3),
+            records_per_s=round(self.state.sent_rows / elapsed, 1) if elapsed else 0.0,
+            state=state, stop_reason=self.state.stop_reason,
+            checkpoint=str(self.checkpoint.path), resumed=self.resumed, notes=self.notes,
+        )
+        if state == "done":
+            await self.journal.call(self.checkpoint.finish_job, self.spec.step)
+        return summary
+
+
+def estimate_rows(source: Source) -> int | None:
+    """Data rows in the input, for the progress bar's total (None when not cheap)."""
+    total = 0
+    try:
+        for path in source.files:
+            if source.format == "parquet":
+                lazy = pl.scan_parquet(path)
+            elif source.format == "csv":
+                lazy = pl.scan_csv(path, infer_schema=False, separator=source.spec.delimiter,
+                                   quote_char=source.spec.quote_char)
+            else:
+                return None
+            total += int(lazy.select(pl.len()).collect().item())
+    except (pl.exceptions.PolarsError, OSError):
+        return None
+    return total
+
+
+async def run_import(client: HubSpotClient, checkpoint_path: Path, spec: ImportSpec, *,
+                     progress: Progress | None = None,
+                     stop: StopRequest | None = None,
+                     restart: bool = False) -> tuple[Summary, int]:
+    """Run one step; returns the summary and the exit code it calls for.
+
+    The same input and spec as a finished run of this journal: nothing is sent, and its
+    stored summary and code come back. `restart`: a new run even so (see `begin_run`)."""
+    request = await anyio.to_thread.run_sync(import_request, spec)
+    checkpoint = SqliteCheckpoint(checkpoint_path)
+    thread = JournalThread()
+    try:
+        finished = await thread.call(partial(checkpoint.begin_run, restart=restart),
+                                      request)
+        if finished is not None:
+            (summary,), code = stored_result(finished)
+            return summary, code
+        runner = StepRunner(client, checkpoint, spec, progress=progress, stop=stop,
+                            thread=thread)
+        summary = await runner.run()
+        code = runner.state.stop_code or (1 if summary.rejected else 0)
+        if not runner.state.stop_code:
+            await thread.call(checkpoint.finish_run, [summary.as_dict()], code)
+    finally:
+        checkpoint.close()
+    return summary, code
+
+
+def write_outputs(checkpoint_path: Path, spec: ImportSpec, *, results: Path | None,
+                  rejects: Path | None) -> None:
+    """The results file (source_row, the key, id, action) and the rejects file (hsbulk_*
+    reasons, then the original fields), by `engine.outputs` (see engine/report.py)."""
+    if results is None and rejects is None:
+        return
+    checkpoint = SqliteCheckpoint(checkpoint_path)
+    try:
+        if results is not None:
+            key = spec.id_property or (spec.import_key if spec.mode == "create" else RECORD_ID)
+            write_frame(results, results_frame(checkpoint.iter_keyed_results(spec.step), key))
+        if rejects is not None:
+            table = frame_of(checkpoint.iter_rejects(spec.step), REJECT_FIELDS)
+            write_frame(rejects, _with_original_fields(table, spec))
+    finally:
+        checkpoint.close()
+
+
+def _with_original_fields(rejects: pl.DataFrame, spec: ImportSpec) -> pl.DataFrame:
+    """Join each reject with its row as read (one more streaming pass, rejects only)."""
+    if rejects.height == 0:
+        return rejects_frame(rejects, pl.DataFrame(
+            schema={SOURCE_ROW: pl.Int64, **dict.fromkeys(open_source(spec.source).columns,
+                                                           pl.String)}))
+    wanted = rejects.get_column(SOURCE_ROW).unique().implode()
+    source = open_source(spec.source)
+    originals = [frame.filter(pl.col(SOURCE_ROW).cast(pl.Int64).is_in(wanted))
+                 for frame in source.batches(check=False)]
+    rows = pl.concat([f.with_columns(pl.col(SOURCE_ROW).cast(pl.Int64)) for f in originals],
+                     how="vertical_relaxed") if originals else None
+    return rejects_frame(rejects, rows)
