@@ -125,10 +125,12 @@ class PacedLimiter:
         self.inner.on_rate_limited(retry_after_s)
 
 
-async def drive(base_url: str, rate: Rate, calls: int, workers: int, pacer: str) -> dict:
+async def drive(base_url: str, rate: Rate, calls: int, workers: int, pacer: str,
+                first_spread: float = 0.0) -> dict:
     settings = ClientSettings(base_url=base_url, token=Secret(TOKEN), rate=rate,
                               concurrency=workers)
-    inner = RollingWindowLimiter(rate.requests, rate.window_s, margin=settings.rate_margin)
+    # as HubSpotClient makes it (but for `first_spread`, which it leaves at 0)
+    inner = RollingWindowLimiter(rate.requests, rate.window_s, first_spread=first_spread)
     limiter: Limiter = PacedLimiter(inner) if pacer == "aiolimiter" else inner
     left = calls
     body = b'{"inputs": []}'
@@ -167,14 +169,15 @@ def one_run(args: argparse.Namespace, pacer: str) -> dict:
     try:
         assert server.stdout is not None
         base_url = f"http://127.0.0.1:{int(server.stdout.readline())}"
-        client = asyncio.run(drive(base_url, rate, args.calls, args.workers, pacer))
+        client = asyncio.run(drive(base_url, rate, args.calls, args.workers, pacer,
+                                   args.first_spread))
         with urllib.request.urlopen(base_url + "/__arrivals", timeout=30) as answer:
             seen = json.loads(answer.read())
     finally:
         server.terminate()
         server.wait(10)
-    return {"pacer": pacer, **client, "server_429": seen["http_429"],
-            **steady_share(seen["arrivals"], rate)}
+    return {"pacer": pacer, "first_spread": args.first_spread, **client,
+            "server_429": seen["http_429"], **steady_share(seen["arrivals"], rate)}
 
 
 def main() -> None:
@@ -185,6 +188,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=16)
     parser.add_argument("--pacer", choices=["none", "aiolimiter", "both"], default="none",
                         help="aiolimiter (and both) need `pip install aiolimiter`")
+    parser.add_argument("--first-spread", type=float, default=0.0,
+                        help="spread the first window's sends over this share of it "
+                        "(RollingWindowLimiter.first_spread; 0 keeps the burst)")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()

@@ -52,6 +52,9 @@ from engine.config import (
 )
 from engine.errors import ConfigError, EngineError, SourceError, Stopped
 from engine.exports import ExportSpec, ExportSummary, run_export, write_export_summary
+from engine.imports.delta import delta_mode
+from engine.imports.drift import sample_size
+from engine.imports.mirror import MaxArchive
 from engine.imports.plan import IMPORT_KEY, ImportSpec
 from engine.imports.runner import run_import, write_outputs
 from engine.interrupt import PENDING, StopRequest, watch_signals
@@ -122,6 +125,20 @@ class ImportOptions:
     import_key: str = IMPORT_KEY
     delimiter: str = ","
     encoding_errors: Literal["strict", "replace"] = "strict"
+    verify_sample: int = 0
+    """With delta: read this many unchanged records back and repair those edited in HubSpot."""
+    mirror: bool = False
+    """With delta: archive the records (and associations) this state wrote that the input no
+    longer holds, unless more than `max_archive` would go (then `ConfigError`, nothing
+    archived)."""
+    max_archive: str = "5%"
+    """The mirror's guard: a number of records (``"500"``) or a share of the state's."""
+    delta: bool | Literal["on", "full-rows", "refresh"] = False
+    """Send only rows (and, unless ``"full-rows"``, only properties) that changed since the
+    state last confirmed them; unchanged rows are counted ``unchanged``. ``"refresh"``
+    re-sends everything and rebuilds the state. Needs upsert or update (a natural key)."""
+    state: Path | None = None
+    """The delta state (default beside the journal, by object, key property and portal)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +155,14 @@ class Counts:
     """Records HubSpot updated (upserts of existing records included)."""
     unchanged: int = 0
     """Rows that needed no write."""
+    changed: int = 0
+    """Delta: rows sent because they differ from the state (counted in created/updated)."""
+    new: int = 0
+    """Delta: rows whose key the state did not hold (counted in created/updated)."""
+    archived: int = 0
+    """Delta with mirror: records archived because the input no longer holds them."""
+    drifted: int = 0
+    """Delta with a verify sample: records edited in HubSpot since, re-sent."""
     associations: int = 0
     """Association edges written."""
 
@@ -146,7 +171,8 @@ class Counts:
         return cls(**{name: sum(getattr(s.counts, name) for s in steps) for name in _COUNTS})
 
 
-_COUNTS = ("rows_read", "created", "updated", "unchanged", "rejected", "associations")
+_COUNTS = ("rows_read", "created", "updated", "unchanged", "rejected", "associations",
+           "changed", "new", "archived", "drifted")
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,7 +356,9 @@ def import_spec(object_type: str, source: SourceSpec, options: ImportOptions,
         object_type=canonical_object(object_type), source=source, mode=options.mode,
         id_property=options.id_property, mapping=mapping, options=options.values,
         on_conflict=options.on_conflict, import_key=options.import_key,
-        concurrency=concurrency)
+        concurrency=concurrency, delta=delta_mode(options.delta), state=options.state,
+        verify_sample=sample_size(options.verify_sample),
+        mirror=options.mirror, max_archive=str(MaxArchive.parse(options.max_archive)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,7 +374,7 @@ class _ImportRun:
 
     async def run(self, connection: Connection | None, progress: Progress | None,
                   stop: StopRequest) -> RunResult:
-        done = None if self.restart else await anyio.to_thread.run_sync(
+        done = None if self.restart or self.spec.delta else await anyio.to_thread.run_sync(
             completed_run, self.journal, import_request(self.spec))
         if done is not None:  # the same input ran to the end: no call at all
             (summary,), code = stored_result(done)
@@ -459,7 +487,7 @@ async def run_job(job: Job | str | Path, *, connection: Connection | None = None
                   [*read, connection.token_file if connection else None])
 
     async def go(stop: StopRequest) -> RunResult:
-        done = None if restart else await anyio.to_thread.run_sync(
+        done = None if restart or loaded.has_delta else await anyio.to_thread.run_sync(
             completed_run, loaded.checkpoint, job_request(loaded))
         if done is None:
             async with open_client(connection) as client:

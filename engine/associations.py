@@ -8,6 +8,13 @@ Edges go out through `crm/v4/associations/{from}/{to}/batch/create` (labeled) or
 `batch/associate/default`, filling every call up to the endpoint's input limit. Both are
 idempotent, so the journal protocol needs no read-back: an IN_FLIGHT batch is resent.
 A row whose target does not exist is reported; it never blocks the record itself.
+
+In delta mode (`EdgeDelta`: a job step with `delta`, its state open) an edge is sent only
+when the state did not hold it when the run started; every edge of today's input is
+marked seen (the mirror removes those not seen), and the written ones are confirmed in
+the state after their batch is DONE in the journal. Each batch journals its edges' keys,
+so a resumed run tells the edges its earlier attempt confirmed from those the state held
+before, and builds the same batches.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from engine.client import HubSpotClient
 from engine.errors import ApiError, ConfigError, FatalApiError, RetryableApiError
 from engine.imports.reconcile import KeyReader
 from engine.interrupt import StopRequest
-from engine.journal import BatchState, JournalThread, Reject, SqliteCheckpoint
+from engine.journal import BatchState, DeltaStore, Edge, JournalThread, Reject, SqliteCheckpoint
 from engine.schema import ObjectType
 from engine.source import SOURCE_ROW as ROW
 from engine.source import Source
@@ -58,6 +65,19 @@ class AssociationRule:
 class AssociationType:
     category: str
     type_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeDelta:
+    """A delta step's state, open while its associations are written."""
+
+    store: DeltaStore
+    run_id: int
+    key_column: str  # the input column holding the step's natural key
+    resend: bool = False  # `delta = "refresh"`: every edge is sent again
+
+
+DEFAULT_TYPE_ID = 0  # an edge written by `batch/associate/default`, in the state
 
 
 @dataclass(slots=True)
@@ -159,10 +179,12 @@ class KeyResolver:
     """Natural key -> record id: the journal's id map, then reads by key (cached)."""
 
     def __init__(self, client: HubSpotClient, checkpoint: SqliteCheckpoint,
-                 thread: JournalThread | None = None) -> None:
+                 thread: JournalThread | None = None,
+                 states: Mapping[tuple[str, str], DeltaStore] | None = None) -> None:
         self.reader = KeyReader(client)
         self.checkpoint = checkpoint
         self.thread = thread or JournalThread()
+        self.states = states or {}  # (object, key property) -> that step's delta state
 
     async def resolve(self, obj: ObjectType, prop: str, keys: Iterable[str]) -> dict[str, str]:
         """Lower-cased key -> id for the keys that exist."""
@@ -171,6 +193,11 @@ class KeyResolver:
         found: dict[str, str] = await self.thread.call(
             self.checkpoint.lookup_ids, name, prop, wanted)
         missing = [k for k in wanted if k not in found]
+        state = self.states.get((name, prop.lower()))
+        if state is not None and missing:  # written by an earlier night of a delta step
+            held = await self.thread.call(state.lookup, missing)
+            found.update({key: rid for key, (rid, _) in held.items()})
+            missing = [k for k in missing if k not in found]
         read = await self.reader.read(obj, prop, missing) if missing else {}
         found.update({key: record.id for key, record in read.items()})
         if read:
@@ -205,22 +232,27 @@ async def write_associations(
     client: HubSpotClient, checkpoint: SqliteCheckpoint, *, step: str, obj: ObjectType,
     source: Source, rule: AssociationRule, input_limit: int = DEFAULT_INPUT_LIMIT,
     inline: bool = False, stop: StopRequest | None = None,
-    thread: JournalThread | None = None,
+    thread: JournalThread | None = None, delta: EdgeDelta | None = None,
+    states: Mapping[tuple[str, str], DeltaStore] | None = None,
 ) -> AssociationOutcome:
     """Write one association rule of one step; resumable through the journal.
 
     `inline`: the step's create calls carried this association already, so only rows
     that were not created (e.g. updated after a conflict) still need a call.
+    `delta`: send only the edges new since the state's last confirmed write (see the
+    module docstring). `states`: delta states of target steps, to find target ids.
     """
     key = rule.step_key(step)
     thread = thread or JournalThread()
     results = await thread.call(results_frame, checkpoint, step)
-    frame = await anyio.to_thread.run_sync(_edge_frame, source, rule, results)
-    resolver = KeyResolver(client, checkpoint, thread)
-    ids = await resolver.resolve(rule.to_object, rule.key, frame.get_column("key").to_list())
-    frame = frame.with_columns(
-        pl.col("key").str.to_lowercase().replace_strict(ids, default=None).alias("to_id"))
-    missing = frame.filter(pl.col("to_id").is_null())
+    if delta is None:
+        frame = await anyio.to_thread.run_sync(_edge_frame, source, rule, results)
+    else:
+        refused = await thread.call(_refused_rows, checkpoint, step)
+        frame = await anyio.to_thread.run_sync(_delta_edge_frame, source, rule, results,
+                                               delta, refused)
+    frame = await _with_targets(KeyResolver(client, checkpoint, thread, states), frame, rule)
+    missing = frame.filter(pl.col("to_id").is_null() & pl.col(SEND))
     rejects = [Reject(row, rule.column, "ASSOCIATION_TARGET_NOT_FOUND",
                       f"no {rule.to_object} with {rule.key}={value!r}: the record was written "
                       "without this association", value)
@@ -233,26 +265,140 @@ async def write_associations(
     if inline:
         carried = edges.filter(pl.col("action") == "created").height
         edges = edges.filter(pl.col("action") != "created")
+    kind: AssociationType | None = None
+    ledger: _EdgeLedger | None = None
+    if delta is not None:
+        if rule.label is not None or rule.type_id is not None:  # the type is the edge's
+            kind = await resolve_type(client, obj, rule.to_object, rule)
+        ledger = _EdgeLedger(checkpoint, thread, key, rule.to_object, kind, delta)
+        edges = await ledger.new_edges(edges)
     journal = await thread.call(checkpoint.batches, key)
     outcome = AssociationOutcome()
     batches = math.ceil(edges.height / input_limit)
     pending = [seq for seq in range(batches)
                if journal.get(seq) is None or journal[seq].state is not BatchState.DONE]
-    kind = await resolve_type(client, obj, rule.to_object, rule) if pending else None
+    if ledger is not None:  # a resumed run: DONE batches are confirmed again (idempotent)
+        await ledger.reconfirm(edges, [seq for seq in range(batches) if seq not in pending],
+                               input_limit)
+    elif pending:
+        kind = await resolve_type(client, obj, rule.to_object, rule)
     sender = _EdgeSender(client, obj, rule.to_object, kind, input_limit)
     for seq in pending:
         if stop is not None and stop.requested:
             break  # the rest is written by the next run
         part = edges.slice(seq * input_limit, input_limit)
         rows = part.get_column(ROW).to_list()
-        await thread.call(checkpoint.begin_batches, key, [(seq, rows, None)])
+        keys = part.get_column(EDGE_KEY).to_list() if ledger is not None else None
+        await thread.call(checkpoint.begin_batches, key, [(seq, rows, keys)])
         written, errors = await sender.send(part)
         await thread.call(checkpoint.record_edges, key, seq, written, errors)
+        if ledger is not None:  # the journal has it DONE: now the state
+            await ledger.confirm(part, {r.source_row for r in errors})
     outcome.calls = sender.calls
     counts = await thread.call(checkpoint.counts, key)
     outcome.edges = counts.created + carried
     outcome.rejected_rows = counts.rejected
     return outcome
+
+
+SEND = "send"  # the row may get a new edge (delta: its record row was not rejected)
+EDGE_KEY = "edge_key"  # an edge as its association batch journals it: from key, to id
+
+
+async def _with_targets(resolver: KeyResolver, frame: pl.DataFrame,
+                        rule: AssociationRule) -> pl.DataFrame:
+    ids = await resolver.resolve(rule.to_object, rule.key, frame.get_column("key").to_list())
+    frame = frame.with_columns(
+        pl.col("key").str.to_lowercase().replace_strict(ids, default=None).alias("to_id"))
+    return frame if SEND in frame.columns else frame.with_columns(pl.lit(True).alias(SEND))
+
+
+def _refused_rows(checkpoint: SqliteCheckpoint, step: str) -> list[int]:
+    return sorted({row[0] for chunk in checkpoint.iter_rejects(step) for row in chunk})
+
+
+def _delta_edge_frame(source: Source, rule: AssociationRule, results: pl.DataFrame,
+                      delta: EdgeDelta, refused: Sequence[int]) -> pl.DataFrame:
+    """(source_row, from_id, action, key, from_key, send) for every input row with both
+    keys: its record id from this run's results, else from the state (an unchanged row).
+    A row refused today keeps its edges (they are seen) but gets no new one."""
+    for column in (rule.column, delta.key_column):
+        if column not in source.columns:
+            raise ConfigError(f"association column {column!r} is not in {source.spec.path} "
+                              f"(columns: {', '.join(source.columns)})")
+    parts = [batch.select(
+        pl.col(ROW).cast(pl.Int64), pl.col(rule.column).str.strip_chars().alias("key"),
+        pl.col(delta.key_column).str.strip_chars().str.to_lowercase().alias("from_key"))
+        .filter(pl.col("key").is_not_null() & (pl.col("key") != "")
+                & pl.col("from_key").is_not_null() & (pl.col("from_key") != ""))
+        for batch in source.batches(check=False)]
+    keys = pl.concat(parts) if parts else pl.DataFrame(
+        schema={ROW: pl.Int64, "key": pl.String, "from_key": pl.String})
+    held = delta.store.lookup(keys.get_column("from_key").unique().sort().to_list())
+    state_ids = {k: rid for k, (rid, _) in held.items()}
+    frame = keys.join(results, on=ROW, how="left").with_columns(
+        pl.col("from_id").fill_null(
+            pl.col("from_key").replace_strict(state_ids, default=None, return_dtype=pl.String)),
+        pl.col("action").fill_null("unchanged"),
+        (pl.col("from_id").is_not_null()  # written today (a dropped field still is)
+         | ~pl.col(ROW).is_in(pl.Series(refused, dtype=pl.Int64).implode())).alias(SEND))
+    return frame.filter(pl.col("from_id").is_not_null()).sort(ROW)
+
+
+def _edge_key(from_key: str, to_id: str) -> str:
+    return f"{from_key}\x1f{to_id}"
+
+
+class _EdgeLedger:
+    """One rule's edges against the delta state: which are new, and confirming them."""
+
+    def __init__(self, checkpoint: SqliteCheckpoint, thread: JournalThread, key: str,
+                 to: ObjectType, kind: AssociationType | None, delta: EdgeDelta) -> None:
+        self.checkpoint = checkpoint
+        self.call = thread.call
+        self.key = key
+        self.to_object = to.name or to.type_id
+        self.type_id = kind.type_id if kind else DEFAULT_TYPE_ID
+        self.category = kind.category if kind else "HUBSPOT_DEFINED"
+        self.delta = delta
+
+    def edge(self, from_key: str, to_id: str) -> Edge:
+        return Edge(from_key, self.to_object, to_id, self.type_id, self.category)
+
+    async def new_edges(self, edges: pl.DataFrame) -> pl.DataFrame:
+        """Mark every edge of today's input seen; keep those to send (with their keys):
+        the edges the state did not hold when the run started (the state's edges less
+        those an earlier attempt of this run journaled), of rows not refused."""
+        delta = self.delta
+        today = [self.edge(f, t) for f, t in edges.select("from_key", "to_id").iter_rows()]
+        await self.call(delta.store.mark_edges_seen, today, delta.run_id)
+        edges = edges.with_columns(pl.concat_str("from_key", pl.lit(_edge_key("", "")),
+                                                  "to_id").alias(EDGE_KEY))
+        send = pl.col(SEND)
+        if not delta.resend:
+            held = await self.call(delta.store.edges_of,
+                                   sorted({e.from_key for e in today}))
+            batches = await self.call(self.checkpoint.batches, self.key)
+            mine = {k for record in batches.values() for k in record.keys or ()}
+            known = {_edge_key(e.from_key, e.to_id) for e in held
+                     if e.to_object == self.to_object and e.type_id == self.type_id}
+            send = send & ~pl.col(EDGE_KEY).is_in(pl.Series(sorted(known - mine),
+                                                            dtype=pl.String).implode())
+        return edges.filter(send)
+
+    async def confirm(self, part: pl.DataFrame, failed: set[int]) -> None:
+        """The batch is DONE in the journal: its written edges go into the state."""
+        written = [self.edge(f, t) for row, f, t in part.select(ROW, "from_key", "to_id")
+                   .iter_rows() if row not in failed]
+        await self.call(self.delta.store.confirm_edges, written, self.delta.run_id)
+
+    async def reconfirm(self, edges: pl.DataFrame, done: Sequence[int], limit: int) -> None:
+        """Batches an earlier attempt of this run had DONE: confirm them again."""
+        if not done:
+            return
+        failed = set(await self.call(_refused_rows, self.checkpoint, self.key))
+        for seq in done:
+            await self.confirm(edges.slice(seq * limit, limit), failed)
 
 
 class _EdgeSender:

@@ -21,7 +21,7 @@ from typing import TypeVar
 import anyio
 import orjson
 
-from engine import __version__
+from engine import __version__, bench
 from engine.api import (
     Connection,
     ExportResult,
@@ -29,6 +29,7 @@ from engine.api import (
     RunResult,
     RunState,
     export_objects,
+    file_checkpoint,
     first_error,
     import_file,
     import_spec,
@@ -36,11 +37,13 @@ from engine.api import (
     run_job,
 )
 from engine.client import HubSpotClient
-from engine.config import DEFAULT_CONCURRENCY, Rate, parse_duration_s
+from engine.config import DEFAULT_CONCURRENCY, Rate, parse_duration_s, resolve_base_url
 from engine.dryrun import run_dry
 from engine.errors import ConfigError, EngineError
 from engine.exports import ExportSpec
-from engine.imports.plan import ImportSpec, plan_step
+from engine.imports.delta import default_state_path
+from engine.imports.mirror import preview as mirror_preview
+from engine.imports.plan import RECORD_ID, ImportSpec, plan_step
 from engine.interrupt import PENDING, StopRequest, watch_signals
 from engine.job import load_job
 from engine.mapping import MappingSpec
@@ -198,6 +201,25 @@ def add_import_parser(commands: argparse._SubParsersAction[argparse.ArgumentPars
                         help="normalise and plan without writing anything to HubSpot")
     parser.add_argument("--emit-normalized", type=Path, metavar="PATH",
                         help="with --dry-run: write the values that would be sent")
+    parser.add_argument("--delta", nargs="?", const="on", choices=["on", "full-rows",
+                                                                   "refresh"],
+                        help="send only rows that changed since the state last confirmed "
+                        "them, and only their changed properties (full-rows: whole rows; "
+                        "refresh: re-send everything and rebuild the state); needs upsert "
+                        "or update")
+    parser.add_argument("--state", type=Path, metavar="PATH",
+                        help="the --delta state (default beside the journal under .hsbulk/, "
+                        "by object, key property and portal)")
+    parser.add_argument("--verify-sample", type=int, default=0, metavar="N",
+                        help="with --delta: read N random unchanged records back and "
+                        "re-send those edited in HubSpot since (reported as drifted)")
+    parser.add_argument("--mirror", action="store_true",
+                        help="with --delta: archive the records (and associations) this "
+                        "state wrote that the input no longer holds; with --dry-run: list "
+                        "them")
+    parser.add_argument("--max-archive", default="5%", metavar="N|P%",
+                        help="--mirror refuses (exit 2, nothing archived) above N records "
+                        "or P%% of the state's records (default 5%%)")
     parser.add_argument("--daily-quota", type=int, default=250_000, metavar="N",
                         help="with --dry-run: the daily API quota to plan against "
                         "(default 250,000, the lowest tier)")
@@ -222,7 +244,9 @@ def import_options(args: argparse.Namespace) -> ImportOptions:
         mapping_file=args.mapping, strict_columns=args.strict_columns,
         ignore_unknown=args.ignore_unknown, values=normalize_options(args),
         on_conflict=args.on_conflict, import_key=args.import_key, delimiter=args.delimiter,
-        encoding_errors=args.encoding_errors)
+        encoding_errors=args.encoding_errors, delta=args.delta or False, state=args.state,
+        verify_sample=args.verify_sample,
+        mirror=args.mirror, max_archive=args.max_archive)
 
 
 def parse_maps(pairs: Sequence[str]) -> list[tuple[str, str]]:
@@ -287,9 +311,15 @@ def run_dry_run(args: argparse.Namespace, spec: ImportSpec) -> int:
                    rejects_path=args.rejects, normalized_path=args.emit_normalized,
                    rate_per_10s=round(rate.per_s * 10) if rate else 1000,
                    daily_quota=args.daily_quota)
+    out = sys.stderr if uses_stdout(args.rejects, args.emit_normalized) else sys.stdout
     if not args.quiet:
-        print(plan.render(), file=sys.stderr if uses_stdout(args.rejects, args.emit_normalized)
-              else sys.stdout)
+        print(plan.render(), file=out)
+    if spec.mirror:  # the listing is the point of a mirror dry run: printed even when quiet
+        base_url = "" if args.sandbox else resolve_base_url(args.base_url)
+        state = spec.state or default_state_path(
+            (args.checkpoint or file_checkpoint(spec, args.base_url)).parent, spec.object_name,
+            spec.id_property or RECORD_ID, base_url)
+        print(mirror_preview(spec, source, step, state), file=out)
     return plan.exit_code
 
 
@@ -444,6 +474,65 @@ def run_export_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_bench_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "bench", help="measure API throughput with synthetic records",
+        description="Make synthetic records, run them through the normal import (and "
+        "with --export, the export) and report records/s, calls/s, quota use, latency, "
+        "retries, 429s, CPU and memory; --out DIR writes bench.json and charts.")
+    parser.add_argument("--target", default="sandbox", metavar="sandbox|URL",
+                        help="'sandbox' (default) starts `hsbulk sandbox --lean` as its own "
+                        "process; a URL benchmarks that portal (needs "
+                        "--yes-write-to-this-portal)")
+    parser.add_argument("--object", default="contacts", choices=sorted(bench.SYNTHETIC),
+                        help="object type of the synthetic records (default contacts)")
+    parser.add_argument("--records", type=int, default=100_000, metavar="N",
+                        help="records to import (default 100,000)")
+    parser.add_argument("--mode", choices=["create", "upsert"], default="create")
+    parser.add_argument("--rate", default=None, metavar="R/Ws",
+                        help="requests per rolling window, for the client and the sandbox "
+                        "(default: none against the sandbox, 100/10s against a URL)")
+    parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY,
+                        help=f"requests in flight at once (default {DEFAULT_CONCURRENCY})")
+    parser.add_argument("--latency-ms", type=float, default=0.0, metavar="N",
+                        help="sandbox: added latency per call (jittered 0.5x-1.5x)")
+    parser.add_argument("--export", action="store_true",
+                        help="also export the object back (list cursor and search)")
+    parser.add_argument("--out", type=Path, metavar="DIR",
+                        help="write bench.json and PNG charts (charts need "
+                        "'hsbulk[charts]')")
+    parser.add_argument("--token-file", type=Path,
+                        help="URL target: file holding the access token (mode 0600); "
+                        "default $HUBSPOT_ACCESS_TOKEN")
+    parser.add_argument("--yes-write-to-this-portal", dest="yes_write", action="store_true",
+                        help="URL target: allow writing the synthetic records there")
+    parser.add_argument("--keep", action="store_true",
+                        help="URL target: keep the records (default: archive them after)")
+    parser.add_argument("--quiet", action="store_true", help="no output but errors")
+    parser.set_defaults(handler=run_bench_command)
+
+
+def run_bench_command(args: argparse.Namespace) -> int:
+    options = bench.BenchOptions(
+        target=args.target, object_type=args.object, records=args.records, mode=args.mode,
+        rate=args.rate, concurrency=args.concurrency, latency_ms=args.latency_ms,
+        export=args.export, yes_write=args.yes_write, keep=args.keep,
+        token_file=args.token_file)
+    options.check()
+    if args.out is not None:
+        refuse_inputs([args.out / "bench.json"], [args.token_file])
+    report = run_async(lambda stop: bench.run_bench(options))
+    hint = None
+    if args.out is not None:
+        _, hint = bench.write_report(report, args.out)
+    if not args.quiet:
+        print(bench.render(report))
+    if hint is not None:
+        print(f"hsbulk: {hint}", file=sys.stderr)
+    state = report["import"]["state"]
+    return EXIT_CODES[RunState(state)]
+
+
 def add_restart_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--restart", action="store_true",
                         help="start a new run even if the journal holds an unfinished one "
@@ -490,6 +579,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_parser(commands)
     add_export_parser(commands)
     add_status_parser(commands)
+    add_bench_parser(commands)
 
     from engine.sandbox import cli as sandbox_cli
 

@@ -20,6 +20,7 @@ import re
 import urllib.parse
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -158,6 +159,17 @@ class ClientStats:
     transport_errors: int = 0
 
 
+class RequestLog(Protocol):
+    """Told of every attempt a client sends (`hsbulk bench` keeps timings this way)."""
+
+    def record(self, sent_at: float, answered_at: float, status: int, search: bool) -> None:
+        """One attempt: clock times of its send and answer; `status` 0 for no answer."""
+
+
+REQUEST_LOG: ContextVar[RequestLog | None] = ContextVar("hsbulk_request_log", default=None)
+"""The log a client created in this context reports to (None: no timing kept)."""
+
+
 _TOKEN_LIKE = re.compile(rb"pat-[a-z]{2,3}\d?-[0-9a-fA-F-]{8,}")
 REDACTED = b"[REDACTED]"
 
@@ -182,6 +194,7 @@ class HubSpotClient:
         self.rng = rng or random.Random()
         self.budget = RetryBudget(settings.retry.budget_ratio, settings.retry.budget_min)
         self.stats = ClientStats()
+        self.request_log = REQUEST_LOG.get()
         self._slots = anyio.CapacityLimiter(settings.concurrency)
         self._headers = {
             "Authorization": f"Bearer {settings.token.reveal()}",
@@ -243,6 +256,9 @@ class HubSpotClient:
                     error = exc
                 finally:
                     limiter.complete(ticket)
+                if self.request_log is not None:
+                    self.request_log.record(ticket.sent_at, self.clock.now(),
+                                            0 if answer is None else answer.status, search)
             delay = 0.0
             paced = False  # a 429: the shared limiter paces the retry, not the budget
             if answer is not None:
@@ -340,13 +356,15 @@ def _clamp(value: float | None, cap_s: float) -> float | None:
 
 def _limiter_for(settings: ClientSettings, *, search: bool, clock: Clock) -> Limiter:
     rate = settings.search_rate if search else settings.rate
+    # Searches have their own budget, outside the 10-second window: they never take up
+    # a window some answer's headers declare (only headers of the same interval count).
     if rate is None:
-        return Unlimited(clock)
+        return Unlimited(clock, follows_server=not search)
     return RollingWindowLimiter(
         rate.requests,
         rate.window_s,
-        margin=settings.rate_margin,
         clock=clock,
         daily_reserve=0 if search else settings.daily_reserve,
         name="search" if search else "api",
+        follows_server=not search,
     )

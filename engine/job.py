@@ -17,14 +17,22 @@ from typing import Any
 
 import anyio
 
-from engine.associations import AssociationRule, inline_association, write_associations
+from engine.associations import (
+    AssociationRule,
+    EdgeDelta,
+    inline_association,
+    write_associations,
+)
 from engine.client import HubSpotClient
 from engine.config import load_toml
 from engine.errors import ApiError, ConfigError, QuotaExhausted, RetryableApiError, TransportError
+from engine.imports.delta import DeltaSession, delta_mode
+from engine.imports.drift import sample_size
+from engine.imports.mirror import MaxArchive
 from engine.imports.plan import GROUPS, IMPORT_KEY, ImportSpec, InlineAssociation
-from engine.imports.runner import StepRunner, write_outputs
+from engine.imports.runner import StepRunner, state_path_of, write_outputs
 from engine.interrupt import StopRequest
-from engine.journal import JournalThread, SqliteCheckpoint
+from engine.journal import DeltaStore, JournalThread, SqliteCheckpoint
 from engine.mapping import MappingSpec
 from engine.normalize import NormalizeOptions
 from engine.report import REJECTS_FILE_SCHEMA, Progress, Summary, frame_of, write_frame
@@ -36,7 +44,8 @@ log = logging.getLogger("hsbulk.job")
 
 JOB_KEYS = {"name", "checkpoint", "reports"}
 STEP_KEYS = {"name", "object", "source", "mode", "id_property", "map", "mapping", "options",
-             "properties", "associations"}
+             "properties", "associations"} | {"verify_sample", "mirror", "max_archive"} | {
+                 "delta", "state"}
 OPTION_KEYS = {"date_order", "timezone", "dates", "empty", "on_invalid", "checkbox",
                "separators", "thousands", "decimal", "delimiter", "encoding_errors",
                "on_conflict", "import_key", "strict_columns", "ignore_unknown", "auto_map"}
@@ -94,6 +103,11 @@ class Job:
 
     def is_target(self, step: str) -> bool:
         return any(rule.to_step == step for s in self.steps for rule in s.associations)
+
+    @property
+    def has_delta(self) -> bool:
+        """A step loads with `delta`: the job runs every time (never "already complete")."""
+        return any(s.spec.delta is not None for s in self.steps)
 
 
 def _check_keys(table: Mapping[str, Any], allowed: set[str], where: str) -> None:
@@ -203,10 +217,36 @@ def _step(raw: dict[str, Any], name: str, base: Path, objects: Mapping[str, Any]
         on_conflict=options.get("on_conflict", "reject"),
         import_key=str(options.get("import_key", IMPORT_KEY)),
         step=name,
+        **_after_pass(raw, where),
+        **_delta(raw, where, base),
     )
     properties = tuple(_property(p, where) for p in _tables(raw.get("properties"),
                                                             "steps.properties"))
     return Step(name, spec, properties, rules)
+
+
+def _delta(raw: dict[str, Any], where: str, base: Path) -> dict[str, Any]:
+    """`delta = true | "full-rows" | "refresh"`, `state = "path"` (relative to the job)."""
+    try:
+        mode = delta_mode(raw.get("delta"))
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    state = raw.get("state")
+    if state is not None and not isinstance(state, str):
+        raise ConfigError(f"{where}: state must be a path")
+    return {"delta": mode, "state": None if state is None else base / state}
+
+
+def _after_pass(raw: dict[str, Any], where: str) -> dict[str, Any]:
+    """`verify_sample = N`, `mirror = true`, `max_archive = "5%"` (delta steps)."""
+    mirror = raw.get("mirror", False)
+    if not isinstance(mirror, bool):
+        raise ConfigError(f"{where}: mirror must be true or false")
+    try:
+        return {"verify_sample": sample_size(raw.get("verify_sample", 0)), "mirror": mirror,
+                "max_archive": str(MaxArchive.parse(raw.get("max_archive", "5%")))}
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def _property(raw: dict[str, Any], where: str) -> PropertyToCreate:
@@ -288,6 +328,9 @@ async def run_job(client: HubSpotClient, job: Job, *, progress: Progress | None 
     try:
         finished = await thread.call(partial(checkpoint.begin_run, restart=restart),
                                       request)
+        if finished is not None and job.has_delta:  # delta steps diff every night anew
+            finished = await thread.call(partial(checkpoint.begin_run, restart=True),
+                                         request)
         if finished is not None:
             return stored_result(finished)
         for step in job.steps:
@@ -302,41 +345,101 @@ async def run_job(client: HubSpotClient, job: Job, *, progress: Progress | None 
                         thread=thread)
                     inline.append(InlineAssociation(rule.column, kind.category, kind.type_id,
                                                     ids))
+            links = _StepAssociations(client, checkpoint, thread, job, step, spec,
+                                      inline=bool(inline), stop=stop)
+            in_pass = spec.delta is not None and bool(step.associations)
             runner = StepRunner(client, checkpoint, spec, progress=progress, inline=inline,
-                                stop=stop, thread=thread)
+                                stop=stop, thread=thread,
+                                associate=links.write_delta if in_pass else None)
             summary = await runner.run()
             summary.notes[:0] = notes
             summary.api_calls = client.stats.api_calls - calls_before  # + preparation
             summaries.append(summary)
-            if runner.state.stop_code:
-                return summaries, runner.state.stop_code
-            code = max(code, 1 if summary.rejected else 0)
-            stats = client.stats
-            before = stats.api_calls
-            try:
-                for rule in step.associations:
-                    with stop.hard_scope():
-                        outcome = await write_associations(
-                            client, checkpoint, step=step.name, obj=spec.object_type,
-                            source=open_source(spec.source), rule=rule, inline=bool(inline),
-                            stop=stop, thread=thread)
-                    if stop.requested:
-                        summary.state, summary.stop_reason = "stopped", stop.reason
-                        return summaries, 4
-                    summary.associations += outcome.edges
-                    summary.association_rejects += outcome.rejected_rows
-            except (QuotaExhausted, RetryableApiError, TransportError) as exc:
-                summary.state, summary.stop_reason = "stopped", str(exc)
-                return summaries, 4
-            finally:
-                summary.association_calls = stats.api_calls - before
-                summary.api_calls += summary.association_calls
-            if summary.association_rejects:
-                code = max(code, 1)
+            if not in_pass and not runner.state.stop_code:
+                reason = await links.write()
+                summary.api_calls += links.calls
+                if reason is not None:
+                    summary.state, summary.stop_reason = "stopped", reason
+            summary.associations += links.edges
+            summary.association_rejects += links.rejected_rows
+            summary.association_calls = links.calls
+            if runner.state.stop_code or summary.state == "stopped":
+                return summaries, runner.state.stop_code or 4
+            code = max(code, 1 if summary.rejected or summary.association_rejects else 0)
         await thread.call(checkpoint.finish_run, [s.as_dict() for s in summaries], code)
     finally:
         checkpoint.close()
     return summaries, code
+
+
+class _StepAssociations:
+    """A step's association rules, written after its records: by `run_job` after the
+    step, or (delta) by the step's runner while its state is open, before the mirror."""
+
+    def __init__(self, client: HubSpotClient, checkpoint: SqliteCheckpoint,
+                 thread: JournalThread, job: Job, step: Step, spec: ImportSpec, *,
+                 inline: bool, stop: StopRequest) -> None:
+        self.client = client
+        self.checkpoint = checkpoint
+        self.thread = thread
+        self.job = job
+        self.step = step
+        self.spec = spec
+        self.inline = inline
+        self.stop = stop
+        self.edges = self.rejected_rows = self.calls = 0
+
+    async def write(self, delta: EdgeDelta | None = None,
+                    states: Mapping[tuple[str, str], DeltaStore] | None = None) -> str | None:
+        """Every rule in turn; the stop reason when stopped (resumable), else None."""
+        before = self.client.stats.api_calls
+        try:
+            for rule in self.step.associations:
+                with self.stop.hard_scope():
+                    outcome = await write_associations(
+                        self.client, self.checkpoint, step=self.step.name,
+                        obj=self.spec.object_type, source=open_source(self.spec.source),
+                        rule=rule, inline=self.inline, stop=self.stop, thread=self.thread,
+                        delta=delta, states=states)
+                if self.stop.requested:
+                    return self.stop.reason or "interrupted"
+                self.edges += outcome.edges
+                self.rejected_rows += outcome.rejected_rows
+        except (QuotaExhausted, RetryableApiError, TransportError) as exc:
+            return str(exc)
+        finally:
+            self.calls += self.client.stats.api_calls - before
+        return None
+
+    async def write_delta(self, session: DeltaSession, key_column: str | None) -> str | None:
+        """Delta: only edges new since the state's last confirmed write are sent; target
+        ids come from the target steps' delta states first (no read for a known key)."""
+        if key_column is None:
+            raise ConfigError(f"step {self.step.name!r}: delta associations need the "
+                              "natural key as an input column")
+        states = await self._target_states(session.store.path)
+        try:
+            return await self.write(EdgeDelta(session.store, session.run_id, key_column,
+                                              resend=session.mode == "refresh"), states)
+        finally:
+            for store in states.values():
+                await self.thread.call(store.close)
+
+    async def _target_states(self, own: Path) -> dict[tuple[str, str], DeltaStore]:
+        """The delta states of the steps this one points at (not its own, open already)."""
+        specs = {s.name: s.spec for s in self.job.steps}
+        states: dict[tuple[str, str], DeltaStore] = {}
+        for rule in self.step.associations:
+            target = specs[rule.to_step]
+            if target.delta is None or (target.id_property or "").lower() != rule.key.lower():
+                continue
+            path = state_path_of(target, self.checkpoint.path,
+                                 self.client.settings.base_url)
+            if (path != own and path.exists()
+                    and (target.object_name, rule.key.lower()) not in states):
+                states[(target.object_name, rule.key.lower())] = await self.thread.call(
+                    DeltaStore, path)
+        return states
 
 
 def report_paths(job: Job, folder: Path) -> dict[str, tuple[Path, Path, Path]]:

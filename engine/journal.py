@@ -28,7 +28,9 @@ from __future__ import annotations
 import fcntl
 import itertools
 import os
+import random
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -281,7 +283,8 @@ def _has_tables(path: Path, tables: Sequence[str]) -> bool:
 
 
 def journal_kind(path: Path) -> str | None:
-    """"steps" (import/job journal), "export", "new" (not written yet), or None: not one."""
+    """"steps" (import/job journal), "export", "delta" (a `--delta` state), "new" (not
+    written yet), or None: not one."""
     try:
         with path.open("rb") as f:
             head = f.read(len(_SQLITE_HEADER))
@@ -295,6 +298,8 @@ def journal_kind(path: Path) -> str | None:
         return "steps"
     if _has_tables(path, _EXPORT_TABLES):
         return "export"
+    if _has_tables(path, _DELTA_TABLES):
+        return "delta"
     return None
 
 
@@ -311,9 +316,9 @@ def _refuse_foreign(path: Path, kind: str, what: str) -> None:
         raise CheckpointError(f"{what} {path} exists and is not an hsbulk journal; it was "
                               "left untouched: give the journal a new path")
     if found not in ("new", kind):
-        raise CheckpointError(f"{what} {path} is the journal of another command (hsbulk "
-                              f"{'export' if found == 'export' else 'import/run'}); give "
-                              "this one its own path")
+        other = {"export": "the journal of hsbulk export", "delta": "a --delta state"}.get(
+            found, "the journal of hsbulk import/run")
+        raise CheckpointError(f"{what} {path} is {other}; give this one its own path")
 
 
 def _lock(path: Path, what: str) -> int:
@@ -711,6 +716,14 @@ class SqliteCheckpoint:
         if out:
             yield out
 
+    def results_of(self, step: str, seq: int) -> list[tuple[int, str, str]]:
+        """(source_row, id, action) of one DONE batch (empty for any other)."""
+        blob = self._one("select results from batches where step=? and seq=? and state=?",
+                         (step, seq, DONE))
+        if blob is None:
+            return []
+        return list(zip(*orjson.loads(blob), strict=True))
+
     def iter_rejects(self, step: str, chunk: int = 50_000) -> Iterator[list[tuple[Any, ...]]]:
         cursor = self._db.execute(
             "select source_row, col, value, code, message from rejects where step=? "
@@ -728,6 +741,274 @@ class SqliteCheckpoint:
                 f"select key, id from idmap where object=? and prop=? and key in ({marks})",
                 (obj, prop, *part)).fetchall())
         return found
+
+
+# -- the delta state (`--delta`): what this state last confirmed written, per record -----
+
+_DELTA_DDL = """
+begin;
+create table if not exists delta_meta (key text primary key, value text not null);
+create table if not exists records (
+    key text primary key, id text not null, props text not null,
+    written_run integer not null, before text) without rowid;
+create table if not exists seen (key text primary key, run integer not null) without rowid;
+create table if not exists edges (
+    from_key text not null, to_object text not null, to_id text not null,
+    type_id integer not null, category text not null, written_run integer not null,
+    seen_run integer not null,
+    primary key (from_key, to_object, to_id, type_id)) without rowid;
+create table if not exists runs (
+    id integer primary key, started_at real not null, finished_at real, state text not null,
+    tag text unique);
+commit;
+"""
+_DELTA_TABLES = ("delta_meta", "records", "runs")
+
+# `props` merges the properties sent (`json_patch`): an empty cell never clears a value
+# in HubSpot, so what HubSpot holds is the union of every confirmed write. `before` keeps
+# the props as they were when the record's `written_run` started (null: new in that run),
+# so a resumed run diffs its rows against the same state as its first attempt did.
+_CONFIRM = """
+insert into records (key, id, props, written_run, before) values (?1, ?2, {value}, ?4, null)
+on conflict (key) do update set
+    id = excluded.id,
+    before = case when records.written_run < excluded.written_run then records.props
+                  else records.before end,
+    props = {merged},
+    written_run = excluded.written_run
+"""
+
+
+class Edge(NamedTuple):
+    """An association this state wrote: from a record (by its key) to a record id."""
+
+    from_key: str  # case-folded natural key of the record it starts from
+    to_object: str
+    to_id: str
+    type_id: int
+    category: str = "HUBSPOT_DEFINED"
+
+
+class DeltaRun(StrEnum):
+    RUNNING = "RUNNING"  # started, not finished (resumed by the next run of its import)
+    DONE = "DONE"  # every confirmed write of the run is in the state
+    ABANDONED = "ABANDONED"  # left unfinished; its confirmed writes stay
+
+
+def _keys_json(keys: Iterable[str]) -> str:
+    return orjson.dumps(keys if isinstance(keys, list) else list(keys)).decode()
+
+
+class DeltaStore:
+    """The state of `--delta` loads: per natural key, the record id and the properties last
+    CONFIRMED written (only from answers, after the journal has the batch DONE), plus the
+    associations written, and which keys each run saw.
+
+    One SQLite file per object and key property (WAL, synchronous=FULL, 0600 in a 0700
+    folder). Keys are case-folded. Writes are serialised by a lock (the chunk thread marks
+    keys seen while the journal thread confirms); reads for diffing go through their own
+    connection. `identity` (object, key property, portal) is kept in the file, and a file
+    of another identity is refused.
+    """
+
+    def __init__(self, path: Path, identity: str | None = None) -> None:
+        self.path = path
+        self._db, self._lock = _open(path, _DELTA_DDL, "state", "delta")
+        self._write = threading.Lock()
+        self._read = threading.Lock()
+        self._reader = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._check_identity(identity)
+
+    def __repr__(self) -> str:
+        return f"DeltaStore({str(self.path)!r})"
+
+    def _check_identity(self, identity: str | None) -> None:
+        if identity is None:
+            return
+        row = self._db.execute("select value from delta_meta where key='identity'").fetchone()
+        if row is None:
+            with self._tx() as db:
+                db.execute("insert into delta_meta values ('identity', ?)", (identity,))
+        elif row[0] != identity:
+            self.close()
+            raise CheckpointError(f"state {self.path} belongs to {row[0]}, not {identity}; "
+                                  "give this import its own --state")
+
+    def close(self) -> None:
+        self._reader.close()
+        self._db.close()
+        if self._lock >= 0:
+            os.close(self._lock)
+            self._lock = -1
+
+    def _query(self, sql: str, args: Sequence[Any]) -> list[Any]:
+        """A read through the reader connection (any thread, one at a time)."""
+        with self._read:
+            return self._reader.execute(sql, args).fetchall()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._write, transaction(self._db) as db:
+            yield db
+
+    # -- runs -------------------------------------------------------------------------
+
+    def begin_run(self, tag: str | None = None, *, resume: bool = True) -> int:
+        """The run id for this import: the unfinished one (`resume`) or a new one.
+
+        `tag` names the journal run this state run belongs to: the run with that tag is
+        taken again whatever its state (a run resumed after the state finished it but
+        before the journal did diffs as before), and any other unfinished one is marked
+        ABANDONED (its writes stay). Without a tag, the last run if unfinished and
+        `resume`, else a new one."""
+        if tag is not None:
+            row = self._db.execute("select id from runs where tag=?", (tag,)).fetchone()
+            if row is not None:
+                return int(row[0])
+        else:
+            row = self._db.execute("select id, state from runs order by id desc limit 1"
+                                   ).fetchone()
+            if row is not None and row[1] == DeltaRun.RUNNING and resume:
+                return int(row[0])
+        with self._tx() as db:
+            db.execute("update runs set state=? where state=?",
+                       (DeltaRun.ABANDONED, DeltaRun.RUNNING))
+            cursor = db.execute("insert into runs (started_at, state, tag) values (?, ?, ?)",
+                                (time.time(), DeltaRun.RUNNING, tag))
+            return int(cursor.lastrowid or 0)
+
+    def finish_run(self, run_id: int) -> None:
+        """Every confirmed write of run `run_id` is in the state."""
+        with self._tx() as db:
+            db.execute("update runs set state=?, finished_at=? where id=?",
+                       (DeltaRun.DONE, time.time(), run_id))
+
+    def last_finished_run(self) -> int | None:
+        row = self._db.execute("select max(id) from runs where state=?",
+                               (DeltaRun.DONE,)).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    # -- records ----------------------------------------------------------------------
+
+    def size(self) -> int:
+        return int(self._db.execute("select count(*) from records").fetchone()[0])
+
+    def lookup(self, keys: Iterable[str]) -> dict[str, tuple[str, str]]:
+        """key -> (id, props JSON) as the state holds them now."""
+        return {key: (rid, props) for key, rid, props in self._query(
+            "select r.key, r.id, r.props from json_each(?) j join records r on r.key=j.value",
+            (_keys_json(keys),))}
+
+    def lookup_as_of(self, keys: Iterable[str], run_id: int) -> list[tuple[str, str, str]]:
+        """(key, id, props JSON) as they were when run `run_id` started: records that run
+        wrote are answered with their earlier props, and records it created not at all.
+        A resumed run therefore diffs against what its first attempt saw."""
+        return self._query(
+            "select key, id, props from (select r.key, r.id, case when r.written_run=? "
+            "then r.before else r.props end as props from json_each(?) j "
+            "join records r on r.key=j.value) where props is not null",
+            (run_id, _keys_json(keys)))
+
+    def confirm(self, rows: Iterable[tuple[str, str, str | bytes]], run_id: int, *,
+                merge: bool = True) -> None:
+        """(key, id, props JSON) HubSpot confirmed written in run `run_id`.
+
+        `merge`: the props are merged into those stored (an update sends only what
+        changed); else they replace them (`--delta refresh`). Idempotent."""
+        self._confirm("?3", rows, run_id, merge)
+
+    def confirm_inputs(self, rows: Iterable[tuple[str, str, str]], run_id: int, *,
+                       merge: bool = True) -> None:
+        """As `confirm`, from (key, id, the batch input JSON sent): its `properties`."""
+        self._confirm("json_extract(?3, '$.properties')", rows, run_id, merge)
+
+    def _confirm(self, value: str, rows: Iterable[tuple[str, str, str | bytes]],
+                 run_id: int, merge: bool) -> None:
+        merged = "json_patch(records.props, excluded.props)" if merge else "excluded.props"
+        sql = _CONFIRM.format(value=value, merged=merged)
+        with self._tx() as db:
+            db.executemany(sql, ((key, rid, _text(props), run_id) for key, rid, props in rows))
+
+    def mark_seen(self, keys: Iterable[str], run_id: int) -> None:
+        """These keys are in run `run_id`'s input (mirror never archives them)."""
+        with self._tx() as db:
+            db.execute("insert or replace into seen select value, ? from json_each(?)",
+                       (run_id, _keys_json(keys)))
+
+    def unchanged_sample(self, n: int, run_id: int, rng: random.Random
+                         ) -> list[tuple[str, str, str]]:
+        """Up to `n` random (key, id, props) seen in run `run_id` and not written in it."""
+        chosen: list[str] = []
+        cursor = self._db.execute(
+            "select r.key from records r join seen s on s.key=r.key "
+            "where s.run=? and r.written_run<>?", (run_id, run_id))
+        for i, (key,) in enumerate(cursor):  # reservoir sampling: one pass, n keys held
+            if i < n:
+                chosen.append(key)
+            else:
+                j = rng.randrange(i + 1)
+                if j < n:
+                    chosen[j] = key
+        found = self.lookup(chosen)
+        return [(key, *found[key]) for key in chosen if key in found]
+
+    def absent(self, run_id: int) -> Iterator[tuple[str, str]]:
+        """(key, id) of the records this state wrote whose key run `run_id` did not see."""
+        cursor = self._db.execute(
+            "select r.key, r.id from records r left join seen s on s.key=r.key "
+            "where r.written_run<>? and (s.run is null or s.run<>?) order by r.key",
+            (run_id, run_id))
+        while rows := cursor.fetchmany(1000):
+            yield from rows
+
+    def forget(self, keys: Iterable[str]) -> None:
+        """The records are gone (archived): the state no longer holds them or their edges."""
+        keys_json = _keys_json(keys)
+        with self._tx() as db:
+            for table, column in (("records", "key"), ("seen", "key"), ("edges", "from_key")):
+                db.execute(f"delete from {table} where {column} in "
+                           "(select value from json_each(?))", (keys_json,))
+
+    # -- associations -------------------------------------------------------------------
+
+    def edges_of(self, from_keys: Iterable[str]) -> list[Edge]:
+        return [Edge(*row) for row in self._query(
+            "select e.from_key, e.to_object, e.to_id, e.type_id, e.category "
+            "from json_each(?) j join edges e on e.from_key=j.value "
+            "order by e.from_key, e.to_object, e.to_id, e.type_id", (_keys_json(from_keys),))]
+
+    def confirm_edges(self, rows: Iterable[Edge], run_id: int) -> None:
+        """Associations HubSpot confirmed written in run `run_id`."""
+        with self._tx() as db:
+            db.executemany(
+                "insert into edges values (?, ?, ?, ?, ?, ?, ?) on conflict "
+                "(from_key, to_object, to_id, type_id) do update set "
+                "category=excluded.category, written_run=excluded.written_run, "
+                "seen_run=excluded.seen_run", ((*e, run_id, run_id) for e in rows))
+
+    def mark_edges_seen(self, rows: Iterable[Edge], run_id: int) -> None:
+        with self._tx() as db:
+            db.executemany(
+                "update edges set seen_run=? where from_key=? and to_object=? and to_id=? "
+                "and type_id=?", ((run_id, *e[:4]) for e in rows))
+
+    def absent_edges(self, run_id: int) -> Iterator[Edge]:
+        """Associations this state wrote that run `run_id` did not see."""
+        cursor = self._db.execute(
+            "select from_key, to_object, to_id, type_id, category from edges "
+            "where seen_run<>? and written_run<>? order by from_key, to_object, to_id",
+            (run_id, run_id))
+        while rows := cursor.fetchmany(1000):
+            yield from (Edge(*row) for row in rows)
+
+    def forget_edges(self, rows: Iterable[Edge]) -> None:
+        with self._tx() as db:
+            db.executemany("delete from edges where from_key=? and to_object=? and to_id=? "
+                           "and type_id=?", (e[:4] for e in rows))
+
+
+def _text(props: str | bytes) -> str:
+    return props.decode() if isinstance(props, bytes) else props
 
 
 _EXPORT_DDL = """

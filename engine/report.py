@@ -101,6 +101,10 @@ class Summary:
     updated: int = 0
     unchanged: int = 0
     rejected: int = 0
+    changed: int = 0  # --delta: rows sent because they differ from the state (of updated)
+    new: int = 0  # --delta: rows whose key the state did not hold
+    archived: int = 0  # --delta --mirror: records archived (absent from the input)
+    drifted: int = 0  # --delta --verify-sample: records edited in HubSpot, re-sent
     associations: int = 0
     association_rejects: int = 0
     association_calls: int = 0
@@ -128,20 +132,29 @@ class Summary:
 def write_summary(path: Path, summaries: Sequence[Summary], **extra: Any) -> None:
     totals = {key: sum(getattr(s, key) for s in summaries)
               for key in ("rows_read", "created", "updated", "unchanged", "rejected",
-                          "associations", "api_calls", "http_429", "retries")}
+                          *DELTA_COUNTS, "associations", "api_calls", "http_429",
+                          "retries")}
     body: dict[str, Any] = {**totals, "steps": [s.as_dict() for s in summaries], **extra}
     if len(summaries) == 1:
         body = {**summaries[0].as_dict(), **extra}
     write_json(path, body)
 
 
+DELTA_COUNTS = ("changed", "new", "archived", "drifted")
+
+
 def render_summaries(summaries: Sequence[Summary]) -> Table:
+    """One row per step; the unchanged/new/changed/archived/drifted columns when a step
+    counted any (delta runs)."""
     table = Table(title="hsbulk summary")
-    for name in ("step", "rows", "created", "updated", "rejected", "associations", "calls",
-                 "429s", "time", "rec/s", "state"):
+    delta = ("unchanged", *DELTA_COUNTS)
+    shown = [n for n in delta if any(getattr(s, n) for s in summaries)]
+    for name in ("step", "rows", "created", "updated", *shown, "rejected", "associations",
+                 "calls", "429s", "time", "rec/s", "state"):
         table.add_column(name, justify="left" if name in {"step", "state"} else "right")
     for s in summaries:
         table.add_row(s.step, f"{s.rows_read:,}", f"{s.created:,}", f"{s.updated:,}",
+                      *(f"{getattr(s, n):,}" for n in shown),
                       f"{s.rejected:,}", f"{s.associations:,}"
                       + (f" ({s.association_rejects:,} not found)" if s.association_rejects
                          else ""), f"{s.api_calls:,}",

@@ -17,7 +17,7 @@ import pytest
 
 from engine.cli import add_export_arguments, export_spec_from_args
 from engine.client import HubSpotClient
-from engine.config import ClientSettings, Secret
+from engine.config import ClientSettings, Rate, Secret
 from engine.errors import ConfigError
 from engine.exports import ExportSpec, run_export
 from engine.exports.parts import Column, shape_frame
@@ -373,3 +373,93 @@ def test_export_settings_errors_name_no_command_line_flag(tmp_path, changes):
     with pytest.raises(ConfigError) as caught:
         ExportSpec("contacts", tmp_path, **changes)
     assert "--" not in str(caught.value)
+
+
+async def test_the_list_cursor_takes_the_unread_part_of_a_search_piece_it_reaches(tmp_path):
+    journal = ExportJournal(tmp_path / "plan.db")
+    journal.open("spec", "2026-01-01T00:00:00.000Z")
+    journal.plan([("list", 0, 100_000)], 100_000, 1.0)
+    splits = SplitLog(journal, JournalThread())
+    planner = Planner([IdRange.of(r) for r in journal.ranges()], next_id=2,
+                      chunk_ids=10_000, readers=2, page_ids=200)
+    listed = planner.take_list_range()
+    assert listed is not None
+    top, middle = [], []
+    for pieces in (top, middle):
+        taken = planner.take_search_range()
+        assert taken is not None and taken[1] is not None
+        await splits.record(taken[1])
+        pieces.append(taken[0])
+    (top_piece,), (middle_piece,) = top, middle
+    assert (middle_piece.lo, middle_piece.hi, top_piece.hi) == (80_000, 90_000, 100_000)
+    middle_piece.cursor = 80_399  # its reader has two pages; a third is on its way
+    listed.cursor, listed.closing = 79_999, True  # the list cursor reached it
+    taken = planner.take_unread_above(listed)
+    assert taken is not None
+    stolen, cut = taken
+    await splits.record(cut)
+    assert (stolen.kind, stolen.lo, stolen.hi) == ("list", 80_400, 90_000)
+    assert middle_piece.hi == 80_400  # the late third page is dropped by its reader
+    journaled = {r.id: (r.lo, r.hi) for r in journal.ranges()}
+    assert journaled[middle_piece.id] == (80_000, 80_400)
+    assert journaled[stolen.id] == (80_400, 90_000)
+    # A piece whose reader has seen its end is skipped; the next one above is taken.
+    middle_piece.closing = True
+    stolen.cursor, stolen.closing = 89_999, True
+    taken = planner.take_unread_above(stolen)
+    assert taken is not None and (taken[0].lo, taken[0].hi) == (90_000, 100_000)
+    assert top_piece.hi == 90_000 and planner.steals == 2
+    journal.close()
+
+
+async def _seeded_export(tmp_path: Path, settings: SandboxSettings, rows: int,
+                         partitions: int, **client_changes) -> tuple:
+    async with running_sandbox(settings) as sandbox:
+        sandbox.configure(rate_requests=0, search_rate_per_s=None, latency_ms=0,
+                          search_latency_ms=None, search_window_headers=False)
+        async with Seeder(sandbox.base_url, sandbox.token) as seed:
+            await seed.create("contacts", [
+                {"properties": {"email": f"s{i}@example.com"}} for i in range(rows)])
+        sandbox.configure(**{k: getattr(settings, k) for k in (
+            "rate_requests", "rate_window_s", "search_rate_per_s", "latency_ms",
+            "search_latency_ms", "search_window_headers")})
+        spec = ExportSpec("contacts", tmp_path / "out", properties=("email",),
+                          partitions=partitions, rows_per_part=2_000,
+                          checkpoint=tmp_path / "export.db")
+        async with client_for(sandbox, **client_changes) as client:
+            started = time.monotonic()
+            summary = await run_export(client, spec)
+            elapsed = time.monotonic() - started
+            cuts = client.search_limiter.cuts
+    frame = read_dataset(tmp_path / "out" / "contacts")
+    assert frame.height == rows and frame["id"].n_unique() == rows
+    return summary, elapsed, cuts
+
+
+@pytest.mark.timeout(60)
+async def test_a_slow_search_never_holds_ids_the_list_cursor_reads_sooner(tmp_path):
+    """Searches answer in ~1 s, the list in ~5 ms: past its probes (both at once) the
+    export ends about when the list cursor alone would: the list cursor takes what the
+    search readers have not read, and their pages still out are called off."""
+    settings = SandboxSettings(rate_requests=0, search_rate_per_s=None, latency_ms=5,
+                               search_latency_ms=1_000)
+    summary, elapsed, _ = await _seeded_export(tmp_path, settings, 8_000, partitions=2)
+    assert summary.records == 8_000
+    # The probes (up to 1.5 s), the list's 80 pages (well under 1 s); it took 8 s when the
+    # list cursor waited for the search readers' pieces.
+    assert elapsed < 3.5, (elapsed, summary)
+
+
+@pytest.mark.timeout(60)
+async def test_window_headers_on_search_answers_leave_the_export_searching_at_5_per_s(
+        tmp_path):
+    """A sandbox that sends the 10-second window's headers (100 per 2 s, mostly used by the
+    list cursor) on search answers: the search limiter keeps its own 5/s."""
+    settings = SandboxSettings(rate_requests=100, rate_window_s=2.0, search_rate_per_s=5,
+                               latency_ms=50, search_window_headers=True)
+    summary, elapsed, cuts = await _seeded_export(
+        tmp_path, settings, 12_000, partitions=4,
+        rate=Rate(100, 2.0), search_rate=Rate(5, 1.0))
+    assert summary.records == 12_000 and summary.http_429 == 0
+    assert cuts == 0
+    assert summary.search_calls / elapsed >= 4.0, (summary, elapsed)

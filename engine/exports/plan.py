@@ -4,6 +4,9 @@ The planner is pure (no I/O, no awaits); `SplitLog` journals the splits it decid
 starts as one range `[min id, max id]` owned by the list cursor, which reads it upwards;
 each search reader cuts a piece off the top of the largest range still open, reads it,
 and cuts the next, so the two budgets meet in the middle and stay busy until the end.
+When the list cursor reaches a piece a search reader has not finished (a slow search),
+it takes the piece's unread part and reads on: a search reader never holds ids the list
+cursor would read sooner.
 An incremental export starts as equal search ranges; an archived one as one list range
 over the whole id space.
 """
@@ -94,13 +97,14 @@ class Planner:
         self.min_split = min_split
         self.page_ids = max(1, page_ids)  # ids one search page covers
         self.splits = 0
+        self.steals = 0  # unread parts of search ranges the list cursor took
         self.clock = clock
         self.started = clock()
         self.read_by = {"list": 0, "search": 0}
 
     def __repr__(self) -> str:
         return (f"Planner(ranges={len(self.ranges)}, splits={self.splits}, "
-                f"read_by={self.read_by})")
+                f"steals={self.steals}, read_by={self.read_by})")
 
     def count(self, kind: str, records: int) -> None:
         """A reader of `kind` read `records` more records (feeds the speed estimates)."""
@@ -171,6 +175,27 @@ class Planner:
         self.ranges.append(new)
         self.splits += 1
         return new, cut
+
+    def take_unread_above(self, r: IdRange) -> tuple[IdRange, Cut] | None:
+        """The list cursor has read its range `r` to the end and reads on upwards: it takes
+        the unread part [start, hi) of the next range above that has one, which it reaches
+        before that range's search reader would read it (with the `Cut` to journal before
+        reading it). That range keeps what its reader has read; its reader drops a page
+        still in flight for the ids taken. The ids between `r` and the part taken are read
+        already, so the list cursor skips them. None: nothing above is left unread."""
+        above = sorted((x for x in self.ranges if x is not r and x.lo >= r.hi),
+                       key=lambda x: x.lo)
+        for victim in above:
+            if victim.closing or not victim.ordered or victim.remaining == 0:
+                continue
+            cut = Cut(victim.id, victim.start, self.next_id)
+            self.next_id += 1
+            new = IdRange(cut.new_id, "list", cut.mid, victim.hi, None, None, owned=True)
+            victim.hi = cut.mid
+            self.ranges.append(new)
+            self.steals += 1
+            return new, cut
+        return None
 
     def finished(self, r: IdRange) -> None:
         self.ranges.remove(r)

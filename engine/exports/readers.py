@@ -18,7 +18,7 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -27,7 +27,7 @@ import orjson
 
 from engine.client import HubSpotClient
 from engine.errors import EngineError
-from engine.exports.parts import PartWriter, decode_page
+from engine.exports.parts import PartBuffer, PartWriter, decode_page
 from engine.exports.plan import IdRange, Planner, SplitLog
 from engine.schema import ObjectType
 
@@ -78,6 +78,8 @@ class Reading:
     writer: PartWriter
     splits: SplitLog
     report: Callable[[], None]
+    # range id -> the scope of its search page in flight (cancelled once it is not needed)
+    pages_out: dict[int, anyio.CancelScope] = field(default_factory=dict)
 
     async def close(self, r: IdRange) -> None:
         """`r`'s reader has seen its end: no more splits; wait for those on their way."""
@@ -107,7 +109,12 @@ class SearchReader:
             start = r.start
             done = start >= r.hi
             if not done:
-                results = await self.page(start, r.hi)
+                with anyio.CancelScope() as scope:
+                    reading.pages_out[r.id] = scope
+                    results = await self.page(start, r.hi)
+                del reading.pages_out[r.id]
+                if scope.cancelled_caught:
+                    results = []  # the list cursor took every id it could hold
                 ids = [int(x["id"]) for x in results]
                 hi = r.hi  # may have shrunk while the call was out
                 kept = sum(1 for i in ids if i < hi)
@@ -165,7 +172,7 @@ class ListReader:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._fetch_pages, r.after, pages)
                 try:
-                    await self._read_pages(r, receive)
+                    r = await self._read_pages(r, receive)
                 finally:
                     tg.cancel_scope.cancel()  # a page fetched past the end is not needed
         self.reading.planner.finished(r)
@@ -222,12 +229,12 @@ class ListReader:
             r.ordered = False
 
     async def _read_pages(self, r: IdRange,
-                          pages: anyio.abc.ObjectReceiveStream[_Page]) -> None:
-        reading = self.reading
-        buffer = reading.writer.buffer()
+                          pages: anyio.abc.ObjectReceiveStream[_Page]) -> IdRange:
+        """Read pages into `r` and, past its end, into the unread parts the list cursor
+        takes above it; returns the last range read."""
+        buffer = self.reading.writer.buffer()
         last_seen = r.cursor if r.cursor is not None else -1
-        done = False
-        while not done:
+        while True:
             page = await pages.receive()
             if page.ready is not None:
                 await page.ready.wait()
@@ -235,18 +242,46 @@ class ListReader:
             ids = [int(x["id"]) for x in results]
             self._check_order(r, ids, last_seen)
             last_seen = max([last_seen, *ids])
-            lo, hi = r.lo, r.hi
-            keep = [i for i, x in enumerate(ids) if lo <= x < hi]
             after = ((page.data.get("paging") or {}).get("next") or {}).get("after")
-            done = after is None or (r.ordered and any(x >= hi for x in ids))
-            if keep:
-                buffer.add(decode_page([results[i] for i in keep], reading.target.names))
-                if r.ordered:
-                    r.cursor = ids[keep[-1]]
-                reading.planner.count("list", len(keep))
             r.after = None if after is None else str(after)
-            if done:
-                await reading.close(r)
-            if done or buffer.rows >= reading.target.rows_per_part:
-                await reading.writer.flush(r, buffer, done, list_cursor=True)
-            reading.report()
+            while await self._settle_page(r, buffer, results, ids):
+                if r.after is None or not r.ordered:
+                    return r
+                taken = await self._take_unread_above(r)
+                if taken is None:
+                    return r
+                taken.after = r.after
+                self.reading.planner.finished(r)
+                r, buffer = taken, self.reading.writer.buffer()
+
+    async def _settle_page(self, r: IdRange, buffer: PartBuffer,
+                           results: list[dict[str, Any]], ids: list[int]) -> bool:
+        """Buffer the page's records of `r` (writing a part when due); True when the page
+        reached `r`'s end (then `r` is closed and written)."""
+        reading = self.reading
+        lo, hi = r.lo, r.hi
+        keep = [i for i, x in enumerate(ids) if lo <= x < hi]
+        done = r.after is None or (r.ordered and any(x >= hi for x in ids))
+        if keep:
+            buffer.add(decode_page([results[i] for i in keep], reading.target.names))
+            if r.ordered:
+                r.cursor = ids[keep[-1]]
+            reading.planner.count("list", len(keep))
+        if done:
+            await reading.close(r)
+        if done or buffer.rows >= reading.target.rows_per_part:
+            await reading.writer.flush(r, buffer, done, list_cursor=True)
+        reading.report()
+        return done
+
+    async def _take_unread_above(self, r: IdRange) -> IdRange | None:
+        """The unread part of the next range above `r`, journaled before it is read."""
+        taken = self.reading.planner.take_unread_above(r)
+        if taken is None:
+            return None
+        new, cut = taken
+        out = self.reading.pages_out.get(cut.victim)
+        if out is not None:  # its page would hold only ids now the list cursor's
+            out.cancel()
+        await self.reading.splits.record(cut)
+        return new

@@ -142,12 +142,18 @@ class _Export:
         if self.spec.archived:
             await self.call(self.journal.plan, [("list", 0, ID_SPACE_END)], 0, None)
             return 0
-        low, total = await self.target.probe(ascending=True)
-        if low is None:
+        found: dict[bool, tuple[int | None, int]] = {}
+
+        async def probe(ascending: bool) -> None:
+            found[ascending] = await self.target.probe(ascending=ascending)
+
+        async with anyio.create_task_group() as tg:  # both ends at once: one latency
+            for ascending in (True, False):
+                tg.start_soon(probe, ascending)
+        (low, total), (high, _) = found[True], found[False]
+        if low is None or high is None:
             await self.call(self.journal.plan, [], 0, None)
             return 0
-        high, _ = await self.target.probe(ascending=False)
-        assert high is not None
         lo, hi = low, high + 1
         ranges = first_ranges(lo, hi, self.spec.partitions,
                               incremental=self.spec.since is not None)

@@ -1,8 +1,9 @@
 """One chunk of the input, ready for the batcher: normalised, keyed and encoded.
 
 Runs in a worker thread (polars releases the GIL): read -> normalise -> the record-id
-and import-key columns -> rows without a usable key rejected -> inline associations ->
-one JSON input per row. Deterministic, so a resumed run rebuilds the same batches.
+and import-key columns -> rows without a usable key rejected -> (delta: rows diffed
+against the state, unchanged ones dropped) -> inline associations -> one JSON input per
+row. Deterministic, so a resumed run rebuilds the same batches.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from engine.batch import KEY, clean_columns, input_expr
+from engine.imports.delta import KEY_COPY, DeltaCounts, DeltaSession
 from engine.imports.plan import RECORD_ID, InlineAssociation, KeyPlan
 from engine.journal import Reject
 from engine.normalize import NormalizePlan, normalize
@@ -20,7 +22,8 @@ from engine.source import SOURCE_ROW, Source
 
 ASSOCIATIONS = "__associations"
 
-Chunk = tuple[pl.DataFrame, list[Reject], int]  # encoded rows, local rejects, rows read
+# encoded rows, local rejects, rows read, the delta diff's counts (None without --delta)
+Chunk = tuple[pl.DataFrame, list[Reject], int, DeltaCounts | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +34,7 @@ class ChunkEncoder:
     import_key: str
     job_id: str
     inline: Sequence[InlineAssociation] = ()
+    delta: DeltaSession | None = None
 
     @property
     def _keyed_by_import_key(self) -> bool:
@@ -51,23 +55,31 @@ class ChunkEncoder:
                 pl.concat_str(pl.lit(f"{self.job_id}-"), pl.col(SOURCE_ROW).cast(pl.String))
                 .alias(self.import_key))
         valid, local = self._without_bad_keys(valid)
+        counts = None
+        if self.delta is not None:
+            valid, counts = self.delta.apply(valid)
         if rejected.height:
             sent = rejected.get_column(SOURCE_ROW).is_in(valid.get_column(SOURCE_ROW).implode())
             rejected = rejected.with_columns(sent.alias("__sent"))
         local += [Reject(int(r[0]), r[1] or "", r[3], r[4], r[2], not r[5])
                   for r in rejected.iter_rows()]
-        return self._encoded(self._with_inline_associations(valid, frame)), local, frame.height
+        return (self._encoded(self._with_inline_associations(valid, frame)), local,
+                frame.height, counts)
 
     def _encoded(self, valid: pl.DataFrame) -> pl.DataFrame:
         keys = self.keys
         properties = list(self.plan.properties)
         if self._keyed_by_import_key:
             properties.append(self.import_key)
-        inputs = input_expr(properties, id_column=keys.id_column, id_property=keys.id_property,
+        id_column, key_column = keys.id_column, keys.key_column
+        if self.delta is not None:  # property columns are masked: the key's copy is whole
+            id_column = KEY_COPY if id_column == key_column else id_column
+            key_column = KEY_COPY
+        inputs = input_expr(properties, id_column=id_column, id_property=keys.id_property,
                             associations_column=ASSOCIATIONS if self.inline else None,
                             clean=clean_columns(valid, properties))
         return valid.select(pl.col(SOURCE_ROW), inputs,
-                            *([pl.col(keys.key_column).alias(KEY)] if keys.key_column else []))
+                            *([pl.col(key_column).alias(KEY)] if key_column else []))
 
     def _without_bad_keys(self, valid: pl.DataFrame) -> tuple[pl.DataFrame, list[Reject]]:
         """Rows without a usable key cannot be identified: rejected before any call."""

@@ -11,7 +11,7 @@ not by the file. Only this module makes task groups and streams.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import anyio
@@ -28,6 +28,7 @@ from engine.errors import (
 )
 from engine.imports.answers import Sent
 from engine.imports.chunks import Chunk, ChunkEncoder
+from engine.imports.delta import DeltaCounts
 from engine.imports.gate import KeyGate
 from engine.imports.reconcile import Reconciler
 from engine.imports.sender import BatchSender
@@ -36,7 +37,8 @@ from engine.interrupt import StopRequest
 from engine.journal import BatchRecord, BatchState, Reject, Transition
 from engine.source import Source
 
-Prepared = tuple[list[Batch], list[Reject], int]  # batches, local rejects, rows read
+# batches, local rejects, rows read, the delta diff's counts
+Prepared = tuple[list[Batch], list[Reject], int, DeltaCounts | None]
 
 
 @dataclass(slots=True)
@@ -50,6 +52,7 @@ class StepState:
     total_rows: int | None = None
     stop_reason: str | None = None
     stop_code: int = 0
+    delta: DeltaCounts | None = None  # --delta: rows new, changed, unchanged (this pass)
 
 
 class Pipeline:
@@ -130,13 +133,15 @@ class Pipeline:
         async with send, anyio.create_task_group() as tg:
             tg.start_soon(self._read_ahead, ahead, chunks)
             async with prepared:
-                async for batches, rejects, rows_read in prepared:
+                async for batches, rejects, rows_read, counts in prepared:
+                    if counts is not None and self.state.delta is not None:
+                        self.state.delta.add(counts)
                     await self._take(send, batches, rejects, rows_read)
                     if self.stopping:
                         break
                 if not self.stopping:
                     for batch in self.batcher.flush():
-                        if not self._skip_done(batch):
+                        if not await self._skip_done(batch):
                             await self._admit(send, batch)
                     await self._release(send)
                     self._produced_all = not self.stopping
@@ -154,20 +159,21 @@ class Pipeline:
         for batch in batches:
             if self.stopping:
                 return
-            if self._skip_done(batch):
+            if await self._skip_done(batch):
                 continue
             await self._admit(send, batch)
             if len(self._block) >= max(1, self.concurrency):
                 await self._release(send)
         await self._release(send)
+        self.show()
 
     async def _read_ahead(self, out: ObjectSendStream[Prepared], chunks: Iterator[Chunk]) -> None:
         def next_chunk() -> Prepared | None:
             chunk = next(chunks, None)
             if chunk is None:
                 return None
-            encoded, rejects, rows_read = chunk
-            return list(self.batcher.feed(encoded)), rejects, rows_read
+            encoded, rejects, rows_read, counts = chunk
+            return list(self.batcher.feed(encoded)), rejects, rows_read, counts
 
         async with out:
             while not self.stopping:
@@ -197,8 +203,11 @@ class Pipeline:
             await send.send(batch)
         self._block.clear()
 
-    def _skip_done(self, batch: Batch) -> bool:
-        """True for a batch an earlier run finished (it must cover the same rows)."""
+    async def _skip_done(self, batch: Batch) -> bool:
+        """True for a batch an earlier run finished (it must cover the same rows).
+
+        Delta: its confirmed rows go to the state again (idempotent), in case the run
+        stopped between the journal's DONE and the state's update."""
         record = self.done.get(batch.seq)
         if record is None or record.state is not BatchState.DONE:
             return False
@@ -208,6 +217,10 @@ class Pipeline:
                               "changed: use a new checkpoint")
         self.state.done_rows += len(batch.rows)
         self.state.skipped_rows += len(batch.rows)
+        if self.journal.state is not None:
+            results = await self.journal.call(self.journal.checkpoint.results_of, self.step,
+                                              batch.seq)
+            self.journal.confirm(confirmed_rows(batch, results))
         self.show()
         return True
 
@@ -243,12 +256,24 @@ class Pipeline:
             self.state.sent_rows += len(positions)
             outcome.merge(await self.sender.send(batch, positions, started))
         self.journal.defer(Transition.finish(self.step, batch.seq, results=outcome.results,
-                                             rejects=outcome.rejects, ids=outcome.ids))
+                                             rejects=outcome.rejects, ids=outcome.ids),
+                           confirmed_rows(batch, outcome.results)
+                           if self.journal.state is not None else ())
         self.state.done_rows += len(batch.rows)
         if outcome.rejects:
             self.state.rejected_rows += len({r.source_row for r in outcome.rejects}
                                             - {r[0] for r in outcome.results})
         self.show()
+
+
+def confirmed_rows(batch: Batch, results: Sequence[tuple[int, str, str]]
+                   ) -> list[tuple[str, str, str]]:
+    """(folded key, id, input sent) of each row HubSpot confirmed: for the delta state."""
+    if batch.folded is None or not results:
+        return []
+    at = {row: i for i, row in enumerate(batch.rows)}
+    return [(batch.folded[at[row]], rid, batch.inputs[at[row]]) for row, rid, _ in results
+            if row in at]
 
 
 def _first_engine_error(group: BaseExceptionGroup[BaseException]) -> EngineError | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import orjson
@@ -18,6 +19,7 @@ import orjson
 from engine.config import DEFAULT_CONCURRENCY
 from engine.dryrun import prepare
 from engine.errors import ConfigError
+from engine.imports.delta import DeltaMode
 from engine.mapping import MappingSpec, ResolvedMapping
 from engine.normalize import NormalizeOptions, NormalizePlan
 from engine.schema import ObjectType, Schema
@@ -51,6 +53,11 @@ class ImportSpec:
     concurrency: int = DEFAULT_CONCURRENCY
     queue_batches: int = 64
     record_ids: bool = False  # keep natural key -> id in the journal (for associations)
+    verify_sample: int = 0  # delta: unchanged records read back for drift (imports/drift.py)
+    mirror: bool = False  # delta: archive what the state wrote and the input lost (mirror.py)
+    max_archive: str = "5%"  # mirror's guard: N records or P% of the state's records
+    delta: DeltaMode | None = None  # send only what changed since the state (imports/delta.py)
+    state: Path | None = None  # the delta state (None: default beside the journal)
 
     @property
     def object_name(self) -> str:
@@ -65,6 +72,8 @@ class ImportSpec:
             "options": repr(self.options), "batch": self.batch_size, "step": self.step,
             "conflict": self.on_conflict, "import_key": self.import_key,
         }
+        if self.delta is not None:  # a delta run's batches hold only the changed rows
+            described["delta"] = self.delta
         return hashlib.sha256(orjson.dumps(described)).hexdigest()[:32]
 
 
@@ -126,6 +135,9 @@ def plan_step(spec: ImportSpec, source: Source, schema: Schema) -> StepPlan:
 def plan_keys(spec: ImportSpec, schema: Schema, mapping: ResolvedMapping) -> KeyPlan:
     """How rows are identified; a ConfigError for what the mode cannot work with."""
     natural = NATURAL_KEYS.get(spec.object_name)
+    if spec.delta is not None and spec.mode == "create":
+        raise ConfigError("--delta needs a natural key: use --mode upsert with --id-property "
+                          f"(e.g. {natural or 'a unique-value property'}) or --mode update")
     if spec.id_property is not None:
         _check_id_property(spec, schema, mapping, natural)
     if spec.mode == "upsert":

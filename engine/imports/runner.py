@@ -10,7 +10,7 @@ imports/pipeline.py; this module plans the step, opens its journal and accounts 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from pathlib import Path
 
@@ -19,7 +19,11 @@ import anyio.to_thread
 import polars as pl
 
 from engine.client import HubSpotClient
+from engine.errors import ConfigError
 from engine.imports.chunks import ChunkEncoder
+from engine.imports.delta import DeltaCounts, DeltaSession, default_state_path
+from engine.imports.drift import DriftCheck
+from engine.imports.mirror import MaxArchive, Mirror, key_source, mark_input_seen
 from engine.imports.pipeline import Pipeline, StepState
 from engine.imports.plan import (
     RECORD_ID,
@@ -31,9 +35,9 @@ from engine.imports.plan import (
 )
 from engine.imports.reconcile import Reconciler, ensure_import_key
 from engine.imports.sender import BatchSender
-from engine.imports.writer import Journal
+from engine.imports.writer import Journal, StateSink
 from engine.interrupt import StopRequest
-from engine.journal import BatchState, JournalThread, SqliteCheckpoint
+from engine.journal import BatchState, DeltaStore, JournalThread, SqliteCheckpoint
 from engine.report import (
     REJECT_FIELDS,
     Progress,
@@ -45,8 +49,13 @@ from engine.report import (
     write_frame,
 )
 from engine.rerun import import_request, input_digest, stored_result
-from engine.schema import fetch_schema
+from engine.schema import Schema, fetch_schema
 from engine.source import SOURCE_ROW, Source, open_source
+
+# A job step's associations in delta mode, written after the import pass while the state
+# is open (before the mirror): (the session, the natural key's input column) -> a stop
+# reason when stopped (resumable), else None.
+AssociateHook = Callable[[DeltaSession, str | None], Awaitable[str | None]]
 
 
 class StepRunner:
@@ -56,8 +65,10 @@ class StepRunner:
                  *, progress: Progress | None = None,
                  inline: Sequence[InlineAssociation] = (),
                  stop: StopRequest | None = None,
-                 thread: JournalThread | None = None) -> None:
+                 thread: JournalThread | None = None,
+                 associate: AssociateHook | None = None) -> None:
         self.client = client
+        self.associate = associate  # delta job steps: their associations (see the hook)
         self.stop = stop or StopRequest()
         self.inline = tuple(inline) if spec.mode == "create" else ()
         self.checkpoint = checkpoint
@@ -68,6 +79,11 @@ class StepRunner:
         self.resumed = False
         self.notes: list[str] = []
         self._stats_at_start = (0, 0, 0)
+        self.delta: DeltaSession | None = None  # --delta: the state and this run's id in it
+
+    def state_path(self) -> Path:
+        """The delta state: `spec.state`, else beside the journal, by object, key, portal."""
+        return state_path_of(self.spec, self.checkpoint.path, self.client.settings.base_url)
 
     async def run(self) -> Summary:
         spec = self.spec
@@ -89,12 +105,56 @@ class StepRunner:
             self.notes.append(f"date order {step.options.date_order} detected from the file")
         pipeline = await self._pipeline(source, step)
         try:
-            await pipeline.run(source)
+            try:
+                await pipeline.run(source)
+            finally:
+                self.progress.stop()
+            if self.stop.requested and not pipeline.complete:
+                self._stopped(self.stop.reason or "interrupted")
+            if self.delta is not None and self.state.stop_reason is None:
+                await self._after_import(schema, source, step)
+            return await self._summary(started)
         finally:
-            self.progress.stop()
-        if self.stop.requested and not pipeline.complete:
-            self._stopped(self.stop.reason or "interrupted")
-        return await self._summary(started)
+            if self.delta is not None:
+                self.delta.store.close()
+
+    async def _after_import(self, schema: Schema, source: Source, step: StepPlan) -> None:
+        """Delta, after a complete import pass: the drift check (`--verify-sample`,
+        imports/drift.py), a job step's associations (`associate`) and the mirror
+        (`--mirror`, imports/mirror.py; with associations, their absent edges too) run on
+        the state, then the state's run is finished. Anything they raise leaves the run unfinished
+        (the next run resumes it)."""
+        delta, spec = self.delta, self.spec
+        assert delta is not None and self.state.delta is not None
+        counts = self.state.delta
+        if spec.verify_sample:
+            drift = await DriftCheck(self.client, spec.object_type, schema, delta.store,
+                                     delta.run_id, self.journal.thread
+                                     ).run(spec.verify_sample)
+            counts.drifted = drift.drifted
+        if self.associate is not None:
+            reason = await self.associate(delta, key_source(step))
+            if reason is not None:  # the state's run stays unfinished: the next resumes it
+                self._stopped(reason)
+                return
+        if spec.mirror:
+            column = key_source(step)
+            if column is None:
+                raise ConfigError("mirror needs the natural key as an input column")
+            # Every key of today's input is present, its row valid or not: a row refused
+            # for a bad value still names a record that must not be archived.
+            await self.journal.call(mark_input_seen, source, column, delta.store,
+                                    delta.run_id)
+            mirrored = await Mirror(self.client, self.checkpoint, self.journal.thread,
+                                    delta.store, step=spec.step, obj=spec.object_type,
+                                    run_id=delta.run_id,
+                                    guard=MaxArchive.parse(spec.max_archive)
+                                    ).run(edges=self.associate is not None)
+            counts.archived = mirrored.archived
+            if mirrored.unlinked:
+                self.notes.append(f"mirror: removed {mirrored.unlinked:,} associations "
+                                  "absent from the input")
+        await self.journal.call(delta.store.finish_run, delta.run_id)
 
     async def _pipeline(self, source: Source, step: StepPlan) -> Pipeline:
         """Open the step's journal (resuming it if it exists) and wire its stages."""
@@ -113,14 +173,35 @@ class StepRunner:
                                 len(r.rows) for r in done.values()
                                 if r.state is BatchState.DONE))
         reconciler = Reconciler(self.client, spec, step.keys)
+        if spec.delta is not None:
+            self.delta = await self._open_state(step)
         encoder = ChunkEncoder(step.plan, step.keys, step.id_source, spec.import_key,
-                               job_id(spec_hash, digest), self.inline)
+                               job_id(spec_hash, digest), self.inline, self.delta)
         return Pipeline(
             step=spec.step, journal=self.journal, encoder=encoder,
             sender=BatchSender(self.client, spec, step.keys, reconciler),
             reconciler=reconciler if spec.mode == "create" else None, state=self.state,
             done=done, stop=self.stop, batch_size=spec.batch_size,
             concurrency=spec.concurrency, queue_batches=spec.queue_batches, show=self._show)
+
+    async def _open_state(self, step: StepPlan) -> DeltaSession:
+        """Open the delta state and its run: the unfinished one when this run resumes."""
+        spec = self.spec
+        assert spec.delta is not None and step.keys.key_column is not None
+        key = spec.id_property or RECORD_ID
+        identity = f"{spec.object_name} by {key} at {self.client.settings.base_url}"
+        path = self.state_path()
+        store = await self.journal.call(DeltaStore, path, identity)
+        record = await self.journal.call(self.checkpoint.run_record)
+        tag = f"{self.checkpoint.path.resolve()}:{spec.step}:" + (
+            f"{record.created_at!r}" if record is not None else "")
+        run_id = await self.journal.call(partial(store.begin_run, tag, resume=self.resumed))
+        if await self.journal.call(store.size) == 0 and spec.delta != "refresh":
+            self.notes.append(f"delta state {path} is empty: a full first load")
+        self.state.delta = DeltaCounts()
+        self.journal.state = StateSink(store, run_id, merge=spec.delta != "refresh")
+        return DeltaSession(store, run_id, spec.delta, tuple(step.plan.properties),
+                            step.keys.key_column)
 
     def _stopped(self, reason: str) -> None:
         if self.state.stop_reason is None:
@@ -130,7 +211,8 @@ class StepRunner:
     def _show(self) -> None:
         stats = self.client.stats
         state = self.state
-        self.progress.update(done=state.done_rows + state.local_rejected_rows,
+        unchanged = state.delta.unchanged if state.delta is not None else 0
+        self.progress.update(done=state.done_rows + state.local_rejected_rows + unchanged,
                              done_before=state.skipped_rows, total=state.total_rows,
                              sent=state.sent_rows, rejected=state.rejected_rows,
                              retries=stats.retries, http_429=stats.http_429,
@@ -141,10 +223,13 @@ class StepRunner:
         elapsed = time.monotonic() - started
         stats = self.client.stats
         state = "done" if self.state.stop_reason is None else "stopped"
+        delta = self.state.delta or DeltaCounts()
         summary = Summary(
             step=self.spec.step, object=str(self.spec.object_type), mode=self.spec.mode,
             rows_read=self.state.rows_read, created=counts.created, updated=counts.updated,
-            unchanged=counts.unchanged, rejected=counts.rejected,
+            unchanged=counts.unchanged + delta.unchanged, rejected=counts.rejected,
+            changed=delta.changed, new=delta.new, archived=delta.archived,
+            drifted=delta.drifted,
             api_calls=stats.api_calls - self._stats_at_start[0],
             http_429=stats.http_429 - self._stats_at_start[1],
             retries=stats.retries - self._stats_at_start[2], elapsed_s=round(elapsed, 3),
@@ -155,6 +240,12 @@ class StepRunner:
         if state == "done":
             await self.journal.call(self.checkpoint.finish_job, self.spec.step)
         return summary
+
+
+def state_path_of(spec: ImportSpec, checkpoint: Path, base_url: str) -> Path:
+    """A delta step's state: `spec.state`, else beside its journal, by object, key, portal."""
+    return spec.state or default_state_path(checkpoint.parent, spec.object_name,
+                                            spec.id_property or RECORD_ID, base_url)
 
 
 def estimate_rows(source: Source) -> int | None:
@@ -182,13 +273,19 @@ async def run_import(client: HubSpotClient, checkpoint_path: Path, spec: ImportS
     """Run one step; returns the summary and the exit code it calls for.
 
     The same input and spec as a finished run of this journal: nothing is sent, and its
-    stored summary and code come back. `restart`: a new run even so (see `begin_run`)."""
+    stored summary and code come back. `restart`: a new run even so (see `begin_run`).
+    A delta run (`spec.delta`) is never "already complete": every night diffs its input
+    against the state (an unchanged input sends nothing), so a finished run of the same
+    input is archived and a new one starts."""
     request = await anyio.to_thread.run_sync(import_request, spec)
     checkpoint = SqliteCheckpoint(checkpoint_path)
     thread = JournalThread()
     try:
         finished = await thread.call(partial(checkpoint.begin_run, restart=restart),
                                       request)
+        if finished is not None and spec.delta is not None:
+            finished = await thread.call(partial(checkpoint.begin_run, restart=True),
+                                         request)
         if finished is not None:
             (summary,), code = stored_result(finished)
             return summary, code

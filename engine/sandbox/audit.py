@@ -26,11 +26,20 @@ class Stats:
     requests: int = 0
     statuses: Counter[int] = field(default_factory=Counter)
     rate_limited: Counter[str] = field(default_factory=Counter)
+    calls: Counter[str] = field(default_factory=Counter)  # "POST /crm/..." -> calls worked
+    inputs: Counter[str] = field(default_factory=Counter)  # ... -> their batch inputs
 
     def reset(self) -> None:
         self.requests = 0
         self.statuses.clear()
         self.rate_limited.clear()
+        self.calls.clear()
+        self.inputs.clear()
+
+    def count_call(self, route: str, inputs: int) -> None:
+        """A call that reached its work (not refused by a limit or a fault)."""
+        self.calls[route] += 1
+        self.inputs[route] += inputs
 
 
 def token_fingerprint(token: str) -> str:
@@ -106,6 +115,8 @@ def audit(portal: Portal, limits: Limits, faults: Faults, stats: Stats,
         "duplicates": dup_report,
         "requests": stats.requests,
         "statuses": {str(s): n for s, n in sorted(stats.statuses.items())},
+        "calls": {route: {"calls": n, "inputs": stats.inputs[route]}
+                  for route, n in sorted(stats.calls.items())},
         "http_429": stats.statuses.get(429, 0),
         "rate_limited": dict(stats.rate_limited),
         "faults": dict(faults.injected),

@@ -55,6 +55,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="daily request quota per token")
     parser.add_argument("--latency-ms", type=float, default=0.0, metavar="N",
                         help="added latency per API call (jitter 0.5x-1.5x)")
+    parser.add_argument("--search-latency-ms", type=float, default=None, metavar="N",
+                        help="added latency per search call instead (default: --latency-ms)")
+    parser.add_argument("--search-window-headers", action="store_true",
+                        help="send the rolling window's X-HubSpot-RateLimit-* headers on "
+                        "search answers too (HubSpot sends none there)")
     parser.add_argument("--fault-5xx", type=_probability, default=0.0, metavar="P")
     parser.add_argument("--fault-reset", type=_probability, default=0.0, metavar="P")
     parser.add_argument("--fault-lost", type=_probability, default=0.0, metavar="P")
@@ -69,7 +74,9 @@ def settings_from(args: argparse.Namespace) -> SandboxSettings:
     return SandboxSettings(
         host=args.host, port=args.port, rate_requests=rate_requests, rate_window_s=window_s,
         search_rate_per_s=args.search_rate, daily_limit=args.daily,
-        latency_ms=args.latency_ms, fault_5xx=args.fault_5xx, fault_reset=args.fault_reset,
+        latency_ms=args.latency_ms, search_latency_ms=args.search_latency_ms,
+        search_window_headers=args.search_window_headers, fault_5xx=args.fault_5xx,
+        fault_reset=args.fault_reset,
         fault_lost=args.fault_lost, seed=args.seed, lean=args.lean, token=args.token,
     )
 

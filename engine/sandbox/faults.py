@@ -37,6 +37,7 @@ class Faults:
         fault_5xx: float = 0.0,
         fault_reset: float = 0.0,
         fault_lost: float = 0.0,
+        search_latency_ms: float | None = None,
     ) -> None:
         self.seed = seed
         self.rng = random.Random(seed)
@@ -44,11 +45,13 @@ class Faults:
         self.fault_5xx = fault_5xx
         self.fault_reset = fault_reset
         self.fault_lost = fault_lost
+        self.search_latency_ms = search_latency_ms  # None: searches take `latency_ms`
         self.injected: Counter[str] = Counter()
 
     @property
     def active(self) -> bool:
-        return bool(self.latency_ms or self.fault_5xx or self.fault_reset or self.fault_lost)
+        return bool(self.latency_ms or self.search_latency_ms or self.fault_5xx
+                    or self.fault_reset or self.fault_lost)
 
     def configure(
         self,
@@ -58,7 +61,10 @@ class Faults:
         fault_reset: float | None = None,
         fault_lost: float | None = None,
         seed: int | None = None,
+        search_latency_ms: float | None = None,
     ) -> None:
+        """Change what is given; `search_latency_ms` is always set (None: as `latency_ms`)."""
+        self.search_latency_ms = search_latency_ms
         if latency_ms is not None:
             self.latency_ms = latency_ms
         if fault_5xx is not None:
@@ -71,10 +77,13 @@ class Faults:
             self.seed = seed
             self.rng = random.Random(seed)
 
-    def draw(self) -> Draw:
+    def draw(self, is_search: bool = False) -> Draw:
         rng = self.rng
         jitter, p_5xx, p_reset, p_lost = rng.random(), rng.random(), rng.random(), rng.random()
-        delay_s = self.latency_ms * (0.5 + jitter) / 1000.0 if self.latency_ms else 0.0
+        latency_ms = self.latency_ms
+        if is_search and self.search_latency_ms is not None:
+            latency_ms = self.search_latency_ms
+        delay_s = latency_ms * (0.5 + jitter) / 1000.0 if latency_ms else 0.0
         five_xx = None
         reset = lost = False
         if p_5xx < self.fault_5xx:

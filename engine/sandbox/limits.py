@@ -82,6 +82,7 @@ class Limits:
         self.rate_window_s = settings.rate_window_s
         self.search_rate_per_s = settings.search_rate_per_s or 0.0
         self.daily_limit = settings.daily_limit
+        self.search_window_headers = settings.search_window_headers
         for usage in self.usage.values():
             usage.window = self._window()
             usage.search = self._search()
@@ -112,7 +113,10 @@ class Limits:
             if usage.search is not None and not usage.search.try_acquire(now):
                 return Verdict("SECONDLY", {})
             usage.daily_used += 1
-            return Verdict(None, {})
+            # HubSpot sends no rate-limit headers on search answers; this server can send
+            # the 10-second window's (which searches do not count against) to test clients.
+            return Verdict(None, self._headers(usage, now) if self.search_window_headers
+                           else {})
         if usage.window is not None and not usage.window.try_acquire(now):
             return Verdict("TEN_SECONDLY_ROLLING", self._headers(usage, now))
         usage.daily_used += 1

@@ -46,7 +46,8 @@ class State:
         self.portal = Portal(lean=settings.lean)
         self.limits = Limits(settings)
         self.faults = Faults(settings.seed, settings.latency_ms, settings.fault_5xx,
-                             settings.fault_reset, settings.fault_lost)
+                             settings.fault_reset, settings.fault_lost,
+                             settings.search_latency_ms)
         self.stats = Stats()
         self.tokens = settings.tokens
         self.base_url = ""
@@ -63,7 +64,8 @@ class State:
         self.limits.configure(new)
         self.faults.configure(latency_ms=new.latency_ms, fault_5xx=new.fault_5xx,
                               fault_reset=new.fault_reset, fault_lost=new.fault_lost,
-                              seed=changes.get("seed"))
+                              seed=changes.get("seed"),
+                              search_latency_ms=new.search_latency_ms)
         return new
 
     def reset(self, keep_schemas: bool = True) -> None:
@@ -147,7 +149,7 @@ def api(work: Work, is_search: bool = False, raw_work: RawWork | None = None
         faults = state.faults
         lost = False
         if faults.active:
-            draw = faults.draw()
+            draw = faults.draw(is_search)
             if draw.delay_s:
                 await asyncio.sleep(draw.delay_s)
             if draw.five_xx is not None:
@@ -158,6 +160,7 @@ def api(work: Work, is_search: bool = False, raw_work: RawWork | None = None
             lost = draw.lost
         try:
             body: Any = None
+            raw: bytes | None = None
             answer: Answer | None = None
             if request.method in ("POST", "PATCH", "PUT") and request.can_read_body:
                 raw = await request.read()
@@ -168,6 +171,8 @@ def api(work: Work, is_search: bool = False, raw_work: RawWork | None = None
                         body = orjson.loads(raw)
                     except orjson.JSONDecodeError as exc:
                         raise bad_request(f"Invalid input JSON: {exc}") from None
+            stats.count_call(f"{request.method} {request.path}", _inputs_of(body, raw)
+                             if request.method == "POST" else 1)
             status, payload = work(state, request, body) if answer is None else answer
         except ApiError as exc:
             status, payload = exc.status, exc.body
@@ -177,6 +182,15 @@ def api(work: Work, is_search: bool = False, raw_work: RawWork | None = None
         return _json_response(status, payload, verdict.headers)
 
     return handler
+
+
+def _inputs_of(body: Any, raw: bytes | None) -> int:
+    """Inputs of a batch call (its `inputs` list), 1 for any other call; a body answered
+    from its bytes (batch create) counts its `"properties"` keys, one per input."""
+    if isinstance(body, dict):
+        inputs = body.get("inputs")
+        return len(inputs) if isinstance(inputs, list) else 1
+    return raw.count(b'"properties"') if raw else 1
 
 
 def _bearer(request: web.Request) -> str:

@@ -18,6 +18,8 @@ class SandboxSettings:
     search_rate_per_s: float | None = 5.0
     daily_limit: int | None = None
     latency_ms: float = 0.0
+    search_latency_ms: float | None = None  # None: search answers take `latency_ms` too
+    search_window_headers: bool = False  # search answers carry the window's rate headers
     fault_5xx: float = 0.0
     fault_reset: float = 0.0
     fault_lost: float = 0.0
@@ -35,6 +37,7 @@ class SandboxSettings:
 # Settings that `POST /__sandbox/config` and `Sandbox.configure` may change at run time.
 RUNTIME_FIELDS = frozenset({
     "rate_requests", "rate_window_s", "search_rate_per_s", "daily_limit", "latency_ms",
+    "search_latency_ms", "search_window_headers",
     "fault_5xx", "fault_reset", "fault_lost", "seed", "extra_tokens",
     "association_batch_limit",
 })

@@ -222,6 +222,17 @@ async def test_archive_then_list_archived(api, sandbox):
     assert await api.create_contacts({"email": "a@example.com"})
 
 
+async def test_audit_counts_calls_and_inputs_per_route(api, sandbox):
+    """Tests count what a run sent (e.g. write calls of a delta night) by route."""
+    ids = await api.create_contacts({"email": "a@example.com"}, {"email": "b@example.com"})
+    await api.post(f"{BATCH}/archive", {"inputs": [{"id": i} for i in ids]})
+    await api.patch(f"/crm/v3/objects/contacts/{ids[0]}", {"properties": {"firstname": "x"}})
+    calls = sandbox.audit()["calls"]
+    assert calls[f"POST {BATCH}/create"] == {"calls": 1, "inputs": 2}
+    assert calls[f"POST {BATCH}/archive"] == {"calls": 1, "inputs": 2}
+    assert calls[f"PATCH /crm/v3/objects/contacts/{ids[0]}"]["calls"] == 1
+
+
 async def test_single_record_endpoints(api):
     created = await api.post("/crm/v3/objects/companies", {
         "properties": {"domain": "acme.com", "name": "Acme", "numberofemployees": "12"}})
