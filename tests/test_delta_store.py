@@ -4,6 +4,7 @@ import json
 import os
 import random
 
+import orjson
 import pytest
 
 from engine.errors import CheckpointError
@@ -141,3 +142,15 @@ def test_a_tagged_run_is_taken_again_even_when_finished(tmp_path):
     assert second != first
     assert [k for k, *_ in store.lookup_as_of(["a"], second)] == ["a"]
     store.close()
+
+
+def test_the_properties_of_an_input_are_cut_out_exactly():
+    from engine.imports.writer import properties_of
+
+    props = '{"firstname":"A \\",\\"associations\\":[","lastname":"B"}'
+    for sent in ('{"id":"a@x.io","idProperty":"email","properties":' + props
+                 + ',"objectWriteTraceId":"7"}',
+                 '{"properties":' + props + ',"associations":[{"to":{"id":"1"}}],'
+                 '"objectWriteTraceId":"8"}',
+                 '{"id":"12","properties":' + props + '}'):
+        assert orjson.loads(properties_of(sent)) == orjson.loads(props)

@@ -116,6 +116,7 @@ class DeltaSession:
     mode: DeltaMode
     properties: tuple[str, ...]
     key_column: str
+    empty: bool = False  # the state held nothing when this (unresumed) run began
 
     @property
     def merge(self) -> bool:
@@ -123,8 +124,9 @@ class DeltaSession:
         return self.mode != "refresh"
 
     def apply(self, valid: pl.DataFrame) -> tuple[pl.DataFrame, DeltaCounts]:
-        if valid.height == 0:
-            return valid.with_columns(pl.col(self.key_column).alias(KEY_COPY)), DeltaCounts()
+        if valid.height == 0 or self.empty:  # a first night: nothing to look up
+            return (valid.with_columns(pl.col(self.key_column).alias(KEY_COPY)),
+                    DeltaCounts(new=valid.height))
         # sorted: the state's B-tree is then walked in order (2-3x faster than file order)
         keys = valid.get_column(self.key_column).str.to_lowercase().unique().sort().to_list()
         rows = self.store.lookup_as_of(keys, self.run_id)

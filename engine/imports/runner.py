@@ -196,12 +196,13 @@ class StepRunner:
         tag = f"{self.checkpoint.path.resolve()}:{spec.step}:" + (
             f"{record.created_at!r}" if record is not None else "")
         run_id = await self.journal.call(partial(store.begin_run, tag, resume=self.resumed))
-        if await self.journal.call(store.size) == 0 and spec.delta != "refresh":
+        empty = await self.journal.call(store.size) == 0
+        if empty and spec.delta != "refresh":
             self.notes.append(f"delta state {path} is empty: a full first load")
         self.state.delta = DeltaCounts()
         self.journal.state = StateSink(store, run_id, merge=spec.delta != "refresh")
         return DeltaSession(store, run_id, spec.delta, tuple(step.plan.properties),
-                            step.keys.key_column)
+                            step.keys.key_column, empty=empty)
 
     def _stopped(self, reason: str) -> None:
         if self.state.stop_reason is None:

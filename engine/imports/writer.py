@@ -26,7 +26,22 @@ class StateSink:
     merge: bool  # False: `--delta refresh` rebuilds what the state holds
 
     def confirm(self, rows: Confirmed) -> None:
-        self.store.confirm_inputs(rows, self.run_id, merge=self.merge)
+        self.store.confirm([(key, rid, properties_of(sent)) for key, rid, sent in rows],
+                           self.run_id, merge=self.merge)
+
+
+def properties_of(sent: str) -> str:
+    """The `properties` object of an input hsbulk encoded (batch.input_expr), by position:
+    `{..."properties":{...}[,"associations":[...]],"objectWriteTraceId":"N"}`. Inside
+    JSON strings quotes are escaped, so these markers can only be the input's own keys
+    (a property value is a string: `,"associations":[` can only open the real array).
+    About 3x cheaper than json_extract in SQLite, on a path taken once per written row."""
+    start = sent.index('"properties":') + 13
+    for marker in (',"associations":[', ',"objectWriteTraceId":"'):
+        end = sent.rfind(marker)
+        if end > start:
+            return sent[start:end]
+    return sent[start:-1]
 
 
 class Journal:
