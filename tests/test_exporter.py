@@ -463,3 +463,25 @@ async def test_window_headers_on_search_answers_leave_the_export_searching_at_5_
     assert summary.records == 12_000 and summary.http_429 == 0
     assert cuts == 0
     assert summary.search_calls / elapsed >= 4.0, (summary, elapsed)
+
+
+def test_the_list_cursor_takes_only_what_it_reaches_before_the_search_reader():
+    """Speeds known: the list cursor pages over ids the search reader has read or will
+    read first, so it takes a range's top from where the two meet."""
+    now = [10.0]
+    ranges = [IdRange(1, "list", 0, 80_000, 79_999, None, owned=True, closing=True),
+              IdRange(2, "search", 80_000, 90_000, 80_399, None, owned=True),
+              IdRange(3, "search", 90_000, 100_000, 90_999, None, owned=True)]
+    planner = Planner(ranges, next_id=4, clock=lambda: now[0])
+    planner.started = 0.0
+    planner.count("list", 10_000)  # 1,000 records/s
+    planner.count("search", 4_000)  # 400/s shared by two readers: 200/s each
+    taken = planner.take_unread_above(ranges[0])
+    assert taken is not None
+    stolen, cut = taken
+    # 500 ids to page take the list cursor 0.5 s; the reader reads 100 ids in that time.
+    assert (cut.victim, stolen.lo, stolen.hi) == (2, 80_500, 90_000)
+    assert ranges[1].hi == 80_500
+    # A search as fast as the list: the list cursor never catches up; nothing is taken.
+    planner.count("search", 16_000)
+    assert planner.take_unread_above(stolen) is None

@@ -13,6 +13,7 @@ over the whole id space.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -178,17 +179,20 @@ class Planner:
 
     def take_unread_above(self, r: IdRange) -> tuple[IdRange, Cut] | None:
         """The list cursor has read its range `r` to the end and reads on upwards: it takes
-        the unread part [start, hi) of the next range above that has one, which it reaches
-        before that range's search reader would read it (with the `Cut` to journal before
-        reading it). That range keeps what its reader has read; its reader drops a page
-        still in flight for the ids taken. The ids between `r` and the part taken are read
-        already, so the list cursor skips them. None: nothing above is left unread."""
+        the top [mid, hi) of the next range above that it reaches before that range's
+        search reader would (with the `Cut` to journal before reading it). The range
+        keeps [lo, mid), read or still to be read by its reader, which drops any ids of a
+        page in flight at or above `mid`. The list cursor pages over every id below `mid`
+        (read by others) and keeps none. None: no range above is worth taking."""
         above = sorted((x for x in self.ranges if x is not r and x.lo >= r.hi),
                        key=lambda x: x.lo)
         for victim in above:
             if victim.closing or not victim.ordered or victim.remaining == 0:
                 continue
-            cut = Cut(victim.id, victim.start, self.next_id)
+            mid = self.meeting_point(r.hi, victim)
+            if mid is None or mid >= victim.hi:
+                continue
+            cut = Cut(victim.id, mid, self.next_id)
             self.next_id += 1
             new = IdRange(cut.new_id, "list", cut.mid, victim.hi, None, None, owned=True)
             victim.hi = cut.mid
@@ -196,6 +200,22 @@ class Planner:
             self.steals += 1
             return new, cut
         return None
+
+    def meeting_point(self, at: int, victim: IdRange) -> int | None:
+        """Where the list cursor, paging upwards from `at`, meets `victim`'s search reader
+        reading upwards from its start (ids are about evenly dense); the unread start
+        itself when the victim has no reader or no speeds are known yet; None when the
+        list cursor never catches up."""
+        speeds = self.speeds()
+        if not victim.owned or speeds is None:
+            return victim.start
+        list_rate, search_rate = speeds
+        reading = sum(1 for x in self.ranges if x.kind == "search" and x.owned)
+        per_reader = search_rate / max(1, reading)
+        if per_reader >= list_rate:
+            return None
+        meet = (victim.start * list_rate - at * per_reader) / (list_rate - per_reader)
+        return max(victim.start, math.ceil(meet))
 
     def finished(self, r: IdRange) -> None:
         self.ranges.remove(r)

@@ -280,8 +280,9 @@ class ListReader:
         if taken is None:
             return None
         new, cut = taken
+        victim = next(x for x in self.reading.planner.ranges if x.id == cut.victim)
         out = self.reading.pages_out.get(cut.victim)
-        if out is not None:  # its page would hold only ids now the list cursor's
+        if out is not None and victim.remaining == 0:  # its page would hold none of its ids
             out.cancel()
         await self.reading.splits.record(cut)
         return new
