@@ -542,9 +542,8 @@ def add_restart_option(parser: argparse.ArgumentParser) -> None:
 def add_status_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
         "status", help="list journals: command, input, state, counts",
-        description="Show the journals in PATH (a journal file, or a folder of them; default "
-        ".hsbulk/): command, object or job, input and fingerprint, state (running, "
-        "interrupted, done, abandoned), counts and last update.")
+        description="Show each journal in PATH (default .hsbulk/): command, input, state "
+        "(running, interrupted, done, abandoned), counts and last update.")
     parser.add_argument("path", nargs="?", type=Path, metavar="PATH",
                         help="a journal file or a folder (default .hsbulk/)")
     parser.add_argument("--json", action="store_true", help="print a JSON list")

@@ -219,15 +219,8 @@ class HubSpotClient:
 
     # -- requests -------------------------------------------------------------------
 
-    async def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        body: bytes | None = None,
-        params: Params | None = None,
-        search: bool = False,
-    ) -> Response:
+    async def request(self, method: str, path: str, *, body: bytes | None = None,
+                      params: Params | None = None, search: bool = False) -> Response:
         """Send one call; return a 2xx response or raise a typed error.
 
         429s pause the shared limiter and are retried; 423/477/502-504/521+ and transport

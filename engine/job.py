@@ -345,8 +345,9 @@ async def run_job(client: HubSpotClient, job: Job, *, progress: Progress | None 
                         thread=thread)
                     inline.append(InlineAssociation(rule.column, kind.category, kind.type_id,
                                                     ids))
-            links = _StepAssociations(client, checkpoint, thread, job, step, spec,
-                                      inline=bool(inline), stop=stop)
+            links = _StepAssociations(client=client, checkpoint=checkpoint, thread=thread,
+                                      job=job, step=step, spec=spec, inline=bool(inline),
+                                      stop=stop)
             in_pass = spec.delta is not None and bool(step.associations)
             runner = StepRunner(client, checkpoint, spec, progress=progress, inline=inline,
                                 stop=stop, thread=thread,
@@ -372,22 +373,22 @@ async def run_job(client: HubSpotClient, job: Job, *, progress: Progress | None 
     return summaries, code
 
 
+@dataclass(slots=True, kw_only=True)
 class _StepAssociations:
     """A step's association rules, written after its records: by `run_job` after the
     step, or (delta) by the step's runner while its state is open, before the mirror."""
 
-    def __init__(self, client: HubSpotClient, checkpoint: SqliteCheckpoint,
-                 thread: JournalThread, job: Job, step: Step, spec: ImportSpec, *,
-                 inline: bool, stop: StopRequest) -> None:
-        self.client = client
-        self.checkpoint = checkpoint
-        self.thread = thread
-        self.job = job
-        self.step = step
-        self.spec = spec
-        self.inline = inline
-        self.stop = stop
-        self.edges = self.rejected_rows = self.calls = 0
+    client: HubSpotClient
+    calls: int = 0  # association calls made
+    checkpoint: SqliteCheckpoint
+    thread: JournalThread
+    edges: int = 0  # edges written
+    job: Job
+    step: Step
+    rejected_rows: int = 0  # rows whose target was not found
+    spec: ImportSpec
+    inline: bool  # the step's creates carried the associations already
+    stop: StopRequest
 
     async def write(self, delta: EdgeDelta | None = None,
                     states: Mapping[tuple[str, str], DeltaStore] | None = None) -> str | None:

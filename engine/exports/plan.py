@@ -169,12 +169,16 @@ class Planner:
         size = self.piece(victim)
         if not size:
             return None
-        cut = Cut(victim.id, victim.hi - size, self.next_id)
+        self.splits += 1
+        return self._cut(victim, victim.hi - size, "search")
+
+    def _cut(self, victim: IdRange, mid: int, kind: str) -> tuple[IdRange, Cut]:
+        """Cut `victim` at `mid`: it keeps [lo, mid), a new range of `kind` takes the top."""
+        cut = Cut(victim.id, mid, self.next_id)
         self.next_id += 1
-        new = IdRange(cut.new_id, "search", cut.mid, victim.hi, None, None, owned=True)
+        new = IdRange(cut.new_id, kind, cut.mid, victim.hi, None, None, owned=True)
         victim.hi = cut.mid
         self.ranges.append(new)
-        self.splits += 1
         return new, cut
 
     def take_unread_above(self, r: IdRange) -> tuple[IdRange, Cut] | None:
@@ -192,13 +196,8 @@ class Planner:
             mid = self.meeting_point(r.hi, victim)
             if mid is None or mid >= victim.hi:
                 continue
-            cut = Cut(victim.id, mid, self.next_id)
-            self.next_id += 1
-            new = IdRange(cut.new_id, "list", cut.mid, victim.hi, None, None, owned=True)
-            victim.hi = cut.mid
-            self.ranges.append(new)
             self.steals += 1
-            return new, cut
+            return self._cut(victim, mid, "list")
         return None
 
     def meeting_point(self, at: int, victim: IdRange) -> int | None:

@@ -62,16 +62,17 @@ def default_state_path(folder: Path, object_name: str, key_property: str,
 class DeltaCounts:
     """Rows by what the diff found (and, after the pass, drift and mirror)."""
 
+    def add(self, other: DeltaCounts) -> None:
+        """Add a chunk's diff counts (drift and mirror are counted once, after the pass)."""
+        self.new += other.new
+        self.changed += other.changed
+        self.unchanged += other.unchanged
+
     new: int = 0
     changed: int = 0
     unchanged: int = 0
     drifted: int = 0
     archived: int = 0
-
-    def add(self, other: DeltaCounts) -> None:
-        self.new += other.new
-        self.changed += other.changed
-        self.unchanged += other.unchanged
 
 
 def diff_frame(valid: pl.DataFrame, stored: pl.DataFrame, *, properties: Sequence[str],

@@ -26,7 +26,6 @@ from pathlib import Path
 
 from engine.client import HubSpotClient
 from engine.errors import ConfigError
-from engine.imports.drift import DriftCheck
 from engine.imports.plan import ImportSpec, StepPlan, object_path
 from engine.journal import (
     BatchState,
@@ -36,7 +35,7 @@ from engine.journal import (
     SqliteCheckpoint,
     Transition,
 )
-from engine.schema import ObjectType, Schema, canonical_object
+from engine.schema import ObjectType, canonical_object
 from engine.source import Source
 
 log = logging.getLogger("hsbulk.mirror")
@@ -244,14 +243,6 @@ def planned_archive(store: DeltaStore, present: set[str]) -> list[tuple[str, str
     return [(key, rid) for key, rid in store.absent(-1) if key not in present]
 
 
-@dataclass(slots=True)
-class AfterPass:
-    drifted: int = 0
-    archived: int = 0
-    unlinked: int = 0
-    calls: int = 0
-
-
 def key_source(step: StepPlan) -> str | None:
     """The input column holding each row's natural key (as read, before normalising)."""
     if step.id_source is not None:
@@ -281,31 +272,6 @@ def dry_run_plan(source: Source, column: str, store: DeltaStore) -> list[tuple[s
     for keys in input_keys(source, column):
         present.update(keys)
     return planned_archive(store, present)
-
-
-async def after_pass(client: HubSpotClient, checkpoint: SqliteCheckpoint,
-                     thread: JournalThread, store: DeltaStore, spec: ImportSpec,
-                     schema: Schema, run_id: int, *, source: Source | None = None,
-                     key_column: str | None = None) -> AfterPass:
-    """What a delta step does once its import pass is complete: drift, then mirror.
-
-    Call it only when every batch of the pass was answered and confirmed in the state
-    (else unseen keys would look absent); it raises `ConfigError` above the guard.
-    `source`/`key_column`: today's input and its key column, whose every key is marked
-    seen before the mirror looks for absent records."""
-    out = AfterPass()
-    if spec.verify_sample:
-        drift = await DriftCheck(client, spec.object_type, schema, store, run_id,
-                                 thread).run(spec.verify_sample)
-        out.drifted, out.calls = drift.drifted, drift.calls
-    if spec.mirror:
-        if source is not None and key_column is not None:
-            await thread.call(mark_input_seen, source, key_column, store, run_id)
-        mirror = await Mirror(client, checkpoint, thread, store, step=spec.step,
-                              obj=spec.object_type, run_id=run_id,
-                              guard=MaxArchive.parse(spec.max_archive)).run()
-        out.archived, out.calls = mirror.archived, out.calls + mirror.calls
-    return out
 
 
 def preview(spec: ImportSpec, source: Source, step: StepPlan, state: Path) -> str:
