@@ -247,3 +247,17 @@ def test_a_read_failure_mid_run_names_the_file_and_row(tmp_path, sandbox_env, mo
     assert err.endswith(": cannot read the file: Input/output error")
     written = pl.read_csv(results, infer_schema=False)  # what was written is accounted for
     assert written.height == len(sandbox.records("contacts"))
+
+
+def test_the_progress_total_counts_rows_without_mapping_the_file(tmp_path):
+    """estimate_rows reads line ends in blocks (polars' row count maps the whole file into
+    memory, which made an import's peak grow with its input): LF, CRLF, CR-only, and a
+    last line without its line end."""
+    from engine.imports.runner import estimate_rows
+    from engine.source import SourceSpec, open_source
+
+    for name, data in (("lf", b"a,b\n1,2\n3,4\n"), ("crlf", b"a,b\r\n1,2\r\n3,4\r\n"),
+                       ("cr", b"a,b\r1,2\r3,4\r"), ("open", b"a,b\n1,2\n3,4")):
+        path = tmp_path / f"{name}.csv"
+        path.write_bytes(data)
+        assert estimate_rows(open_source(SourceSpec(str(path)))) == 2, name

@@ -250,21 +250,37 @@ def state_path_of(spec: ImportSpec, checkpoint: Path, base_url: str) -> Path:
 
 
 def estimate_rows(source: Source) -> int | None:
-    """Data rows in the input, for the progress bar's total (None when not cheap)."""
+    """Data rows in the input, for the progress bar's total (None when not cheap).
+
+    CSV: line ends counted in 4 MB blocks (a quoted field holding a line end makes it an
+    overestimate). Not `scan_csv(...).select(pl.len())`: polars memory-maps the whole
+    file for it, and the mapped pages count in the process's memory (measured: 384 MB
+    for a 3M-row file, the whole of the growth of an import's peak with its input)."""
     total = 0
     try:
         for path in source.files:
             if source.format == "parquet":
-                lazy = pl.scan_parquet(path)
+                total += int(pl.scan_parquet(path).select(pl.len()).collect().item())
             elif source.format == "csv":
-                lazy = pl.scan_csv(path, infer_schema=False, separator=source.spec.delimiter,
-                                   quote_char=source.spec.quote_char)
+                total += max(0, _records(path) - 1)  # the header
             else:
                 return None
-            total += int(lazy.select(pl.len()).collect().item())
     except (pl.exceptions.PolarsError, OSError):
         return None
     return total
+
+
+def _records(path: Path) -> int:
+    """Line ends in a file (CR for a file without LF), plus an unterminated last line."""
+    lf = cr = 0
+    last = b""
+    with path.open("rb") as handle:
+        while block := handle.read(4 << 20):
+            lf += block.count(b"\n")
+            cr += block.count(b"\r") if not lf else 0
+            last = block[-1:]
+    ends = lf or cr
+    return ends + (1 if last not in (b"\n", b"\r", b"") else 0)
 
 
 async def run_import(client: HubSpotClient, checkpoint_path: Path, spec: ImportSpec, *,
