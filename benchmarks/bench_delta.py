@@ -17,17 +17,14 @@ import argparse
 import json
 import os
 import platform
-import resource
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_import import ROOT, make_input, pin, reset, start_sandbox
+from bench_import import ROOT, make_input, measured_run, pin, reset, start_sandbox, write_results
 
 RESULTS = ROOT / "benchmarks" / "results" / "bench_delta.json"
 
@@ -40,21 +37,8 @@ def run_import(source: Path, base_url: str, token: str, cpu: int | None, work: P
                "--base-url", base_url, "--rate", "none", "--concurrency", "16",
                "--checkpoint", str(work / "cp.db"), "--summary", str(summary), "--quiet",
                *extra]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    started = time.perf_counter()
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, "HUBSPOT_ACCESS_TOKEN": token})
-    wall = time.perf_counter() - started
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if done.returncode != 0:
-        raise RuntimeError(f"import failed ({done.returncode}): {done.stderr[-2000:]}")
-    result = json.loads(summary.read_text())
-    return {"wall_s": round(wall, 3), "rows": result["rows_read"],
-            "records_per_s": round(result["rows_read"] / wall, 1),
-            "cpu_s": round((after.ru_utime + after.ru_stime)
-                           - (before.ru_utime + before.ru_stime), 3),
-            "peak_rss_mb": round(after.ru_maxrss / 1024, 1),
-            "api_calls": result["api_calls"], "unchanged": result["unchanged"]}
+    result, figures = measured_run(command, token, summary)
+    return {**figures, "unchanged": result["unchanged"]}
 
 
 def one_round(source: Path, base_url: str, token: str, cpu: int | None) -> dict[str, dict]:
@@ -100,9 +84,7 @@ def main() -> None:
         "target": "each delta night >= 0.85 of the plain import's records/s",
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2))
-    print(json.dumps({k: v for k, v in report.items() if k != "rounds"}, indent=2))
+    write_results(RESULTS, report, detail="rounds")
 
 
 if __name__ == "__main__":

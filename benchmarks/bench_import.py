@@ -97,22 +97,28 @@ def run_import(source: Path, base_url: str, token: str, cpu: int | None,
                    "--base-url", base_url, "--rate", "none", "--concurrency", "16",
                    "--checkpoint", str(Path(work) / "cp.db"), "--summary", str(summary),
                    "--quiet"]
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        started = time.perf_counter()
-        done = subprocess.run(command, cwd=ROOT, env={**os.environ,
-                                                      "HUBSPOT_ACCESS_TOKEN": token},
-                              capture_output=True, text=True)
-        wall = time.perf_counter() - started
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        if done.returncode != 0:
-            raise RuntimeError(f"import failed ({done.returncode}): {done.stderr[-2000:]}")
-        result = json.loads(summary.read_text())
-    return {"wall_s": round(wall, 3), "rows": result["rows_read"],
-            "records_per_s": round(result["rows_read"] / wall, 1),
-            "pipeline_records_per_s": result["records_per_s"],
-            "cpu_s": round((after.ru_utime + after.ru_stime)
-                           - (before.ru_utime + before.ru_stime), 3),
-            "peak_rss_mb": round(after.ru_maxrss / 1024, 1), "api_calls": result["api_calls"]}
+        result, figures = measured_run(command, token, summary)
+    return {**figures, "pipeline_records_per_s": result["records_per_s"]}
+
+
+def measured_run(command: list[str], token: str, summary: Path) -> tuple[dict, dict]:
+    """Run one `hsbulk import` command: its summary JSON, and wall time, records/s, CPU
+    and peak RSS of the process."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "HUBSPOT_ACCESS_TOKEN": token})
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        raise RuntimeError(f"import failed ({done.returncode}): {done.stderr[-2000:]}")
+    result = json.loads(summary.read_text())
+    return result, {"wall_s": round(wall, 3), "rows": result["rows_read"],
+                    "records_per_s": round(result["rows_read"] / wall, 1),
+                    "cpu_s": round((after.ru_utime + after.ru_stime)
+                                   - (before.ru_utime + before.ru_stime), 3),
+                    "peak_rss_mb": round(after.ru_maxrss / 1024, 1),
+                    "api_calls": result["api_calls"]}
 
 
 def main() -> None:
@@ -151,9 +157,14 @@ def main() -> None:
         "targets": {"records_per_s": 120_000, "peak_rss_mb": 500},
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2))
-    print(json.dumps({k: v for k, v in report.items() if k != "runs"}, indent=2))
+    write_results(RESULTS, report, detail="runs")
+
+
+def write_results(path: Path, report: dict, *, detail: str) -> None:
+    """The JSON report to `path`; the figures (all but the `detail` list) to stdout."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2))
+    print(json.dumps({k: v for k, v in report.items() if k != detail}, indent=2))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,15 @@ from tests.test_delta import (
 )
 
 
+def first_night(tmp_path, sandbox, n: int):
+    """`n` contacts loaded with --delta: the rows and the input file."""
+    rows = [contact(i) for i in range(n)]
+    source = tmp_path / "contacts.csv"
+    write_rows(source, rows)
+    assert delta_import(sandbox, source, tmp_path)[0] == 0
+    return rows, source
+
+
 def edit_in_hubspot(sandbox, ids: list[str], firstname: str) -> None:
     """Someone edits records in HubSpot itself (the sandbox's API, with its token)."""
     body = {"inputs": [{"id": i, "properties": {"firstname": firstname}} for i in ids]}
@@ -32,10 +41,7 @@ def edit_in_hubspot(sandbox, ids: list[str], firstname: str) -> None:
 
 def test_exactly_the_records_edited_in_hubspot_are_drifted_and_repaired(
         tmp_path, fast_sandbox, recorded):  # noqa: F811
-    rows = [contact(i) for i in range(5_000)]
-    source = tmp_path / "contacts.csv"
-    write_rows(source, rows)
-    assert delta_import(fast_sandbox, source, tmp_path)[0] == 0
+    rows, source = first_night(tmp_path, fast_sandbox, 5_000)
     by_email = {r["properties"]["email"]: r["id"] for r in fast_sandbox.records("contacts")}
     edited = random.Random(4).sample(sorted(by_email), 50)
     edit_in_hubspot(fast_sandbox, [by_email[e] for e in edited], "Edited in HubSpot")
@@ -60,10 +66,7 @@ def test_exactly_the_records_edited_in_hubspot_are_drifted_and_repaired(
 
 def test_mirror_archives_exactly_the_rows_that_left_and_refuses_above_the_guard(
         tmp_path, fast_sandbox, capsys):  # noqa: F811
-    rows = [contact(i) for i in range(10_000)]
-    source = tmp_path / "contacts.csv"
-    write_rows(source, rows)
-    assert delta_import(fast_sandbox, source, tmp_path)[0] == 0
+    rows, source = first_night(tmp_path, fast_sandbox, 10_000)
     outsider = tmp_path / "outsider.csv"  # a record this state never wrote
     write_rows(outsider, [contact(99_999)])
     assert main(["import", str(outsider), "--object", "contacts", "--id-property", "email",
