@@ -124,7 +124,6 @@ class ClientSettings:
     token: Secret
     rate: Rate | None = DEFAULT_RATE  # None: no client-side limit (local benchmarks)
     search_rate: Rate | None = DEFAULT_SEARCH_RATE
-    rate_margin: float = 0.02
     concurrency: int = DEFAULT_CONCURRENCY
     connect_timeout_s: float = 10.0
     read_timeout_s: float = 60.0
@@ -132,8 +131,6 @@ class ClientSettings:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     def __post_init__(self) -> None:
-        if not 0 <= self.rate_margin < 0.5:
-            raise ConfigError("rate margin must be in [0, 0.5)")
         if self.concurrency < 1:
             raise ConfigError("concurrency must be at least 1")
         if self.daily_reserve < 0:
