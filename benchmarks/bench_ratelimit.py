@@ -41,7 +41,7 @@ from engine.config import ClientSettings, Rate, Secret  # noqa: E402
 from engine.ratelimit import Limiter, RollingWindowLimiter, Ticket  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "bench_ratelimit.json"
-TOKEN = "pat-na1-00000000-0000-0000-0000-000000000bench"
+TOKEN = "bench-loopback-token"  # the loopback counter accepts any bearer token
 PATH = "/crm/v3/objects/contacts/batch/create"
 
 
