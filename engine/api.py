@@ -50,7 +50,7 @@ from engine.config import (
     load_token,
     resolve_base_url,
 )
-from engine.errors import ConfigError, EngineError, SourceError, Stopped
+from engine.errors import ConfigError, EngineError, SourceError, Stopped, first_error
 from engine.exports import ExportSpec, ExportSummary, run_export, write_export_summary
 from engine.imports.delta import delta_mode
 from engine.imports.drift import sample_size
@@ -286,7 +286,7 @@ async def open_client(connection: Connection | None) -> AsyncIterator[HubSpotCli
         yield client
 
 
-async def _guarded(go: Callable[[StopRequest], Awaitable[T]], stop: StopRequest | None,
+async def guarded(go: Callable[[StopRequest], Awaitable[T]], stop: StopRequest | None,
                    handle_signals: bool) -> T:
     """Run `go`, watching SIGINT/SIGTERM only if asked; task-group errors unwrapped."""
     stop = stop or StopRequest()
@@ -304,21 +304,6 @@ async def _guarded(go: Callable[[StopRequest], Awaitable[T]], stop: StopRequest 
             raise
         raise leaf from None
 
-
-def first_error(group: BaseExceptionGroup[BaseException]) -> Exception | None:
-    """The error that matters in a task group's failure: an EngineError first."""
-    leaves: list[BaseException] = []
-    pending: list[BaseException] = [group]
-    while pending:
-        item = pending.pop(0)
-        if isinstance(item, BaseExceptionGroup):
-            pending.extend(item.exceptions)
-        else:
-            leaves.append(item)
-    for leaf in leaves:
-        if isinstance(leaf, EngineError):
-            return leaf
-    return next((leaf for leaf in leaves if isinstance(leaf, Exception)), None)
 
 
 def _state(code: int) -> RunState:
@@ -409,7 +394,7 @@ async def _run_import(run: _ImportRun, read: Sequence[Path | str | None], *,
                       raise_on_stop: bool) -> RunResult:
     token_file = connection.token_file if connection else None
     refuse_inputs([run.results, run.rejects, run.summary], [*read, run.journal, token_file])
-    result = await _guarded(partial(run.run, connection, progress), stop, handle_signals)
+    result = await guarded(partial(run.run, connection, progress), stop, handle_signals)
     return _settled(result, result.state, result.stop_reason, raise_on_stop)
 
 
@@ -505,7 +490,7 @@ async def run_job(job: Job | str | Path, *, connection: Connection | None = None
                          already_complete=complete_message(done, loaded.checkpoint)
                          if done is not None else None, summaries=tuple(summaries))
 
-    result = await _guarded(go, stop, handle_signals)
+    result = await guarded(go, stop, handle_signals)
     return _settled(result, result.state, result.stop_reason, raise_on_stop)
 
 
@@ -539,7 +524,7 @@ async def export_objects(object_type: str, out_dir: Path, *,
             write_export_summary(summary, done)
         return ExportResult.of(done, summary)
 
-    result = await _guarded(go, stop, handle_signals)
+    result = await guarded(go, stop, handle_signals)
     return _settled(result, result.state, "; ".join(result.notes) or None, raise_on_stop)
 
 

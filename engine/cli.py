@@ -30,7 +30,7 @@ from engine.api import (
     RunState,
     export_objects,
     file_checkpoint,
-    first_error,
+    guarded,
     import_file,
     import_spec,
     open_client,
@@ -39,12 +39,12 @@ from engine.api import (
 from engine.client import HubSpotClient
 from engine.config import DEFAULT_CONCURRENCY, Rate, parse_duration_s, resolve_base_url
 from engine.dryrun import run_dry
-from engine.errors import ConfigError, EngineError
+from engine.errors import ConfigError, EngineError, first_error
 from engine.exports import ExportSpec
 from engine.imports.delta import default_state_path
 from engine.imports.mirror import preview as mirror_preview
 from engine.imports.plan import RECORD_ID, ImportSpec, plan_step
-from engine.interrupt import PENDING, StopRequest, watch_signals
+from engine.interrupt import PENDING, StopRequest
 from engine.job import load_job
 from engine.mapping import MappingSpec
 from engine.normalize import NormalizeOptions
@@ -64,22 +64,8 @@ T = TypeVar("T")
 
 def run_async(go: Callable[[StopRequest], Awaitable[T]]) -> T:
     """Run `go` in an event loop where SIGINT/SIGTERM ask it to stop (then force it)."""
-    stop = StopRequest()
-
-    async def main() -> T:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(watch_signals, stop, PENDING)
-            result = await go(stop)
-            tg.cancel_scope.cancel()
-        return result
-
     try:
-        return anyio.run(main)
-    except BaseExceptionGroup as group:  # the task group's wrapping: the error that matters
-        leaf = first_error(group)
-        if leaf is None:
-            raise
-        raise leaf from None
+        return anyio.run(guarded, go, None, True)
     finally:
         PENDING.install()  # the loop put the default handlers back
 

@@ -145,3 +145,19 @@ class CheckpointError(EngineError):
     """The checkpoint does not belong to this job or input."""
 
     exit_code = 2
+
+
+def first_error(group: BaseExceptionGroup[BaseException]) -> Exception | None:
+    """The error that matters in a task group's failure: an EngineError first."""
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        item = pending.pop(0)
+        if isinstance(item, BaseExceptionGroup):
+            pending.extend(item.exceptions)
+        else:
+            leaves.append(item)
+    for leaf in leaves:
+        if isinstance(leaf, EngineError):
+            return leaf
+    return next((leaf for leaf in leaves if isinstance(leaf, Exception)), None)

@@ -21,10 +21,10 @@ from anyio.abc import ObjectReceiveStream, ObjectSendStream
 from engine.batch import Batch, Batcher
 from engine.errors import (
     ConfigError,
-    EngineError,
     QuotaExhausted,
     RetryableApiError,
     TransportError,
+    first_error,
 )
 from engine.imports.answers import Sent
 from engine.imports.chunks import Chunk, ChunkEncoder
@@ -110,7 +110,7 @@ class Pipeline:
                     finally:
                         self.journal.close()
         except BaseExceptionGroup as group:
-            leaf = _first_engine_error(group)
+            leaf = first_error(group)
             if leaf is not None:
                 raise leaf from None
             raise
@@ -274,14 +274,3 @@ def confirmed_rows(batch: Batch, results: Sequence[tuple[int, str, str]]
     at = {row: i for i, row in enumerate(batch.rows)}
     return [(batch.folded[at[row]], rid, batch.inputs[at[row]]) for row, rid, _ in results
             if row in at]
-
-
-def _first_engine_error(group: BaseExceptionGroup[BaseException]) -> EngineError | None:
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            found = _first_engine_error(exc)
-            if found is not None:
-                return found
-        elif isinstance(exc, EngineError):
-            return exc
-    return None
