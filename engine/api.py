@@ -39,7 +39,9 @@ from typing import Any, Literal, TypeVar
 import anyio
 import polars as pl
 
+from engine.associations import AssociationRule, parse_associate
 from engine.client import HubSpotClient
+from engine.collector import tuned_collector
 from engine.config import (
     DEFAULT_CONCURRENCY,
     DEFAULT_RATE,
@@ -58,7 +60,7 @@ from engine.imports.mirror import MaxArchive
 from engine.imports.plan import IMPORT_KEY, ImportSpec
 from engine.imports.runner import run_import, write_outputs
 from engine.interrupt import PENDING, StopRequest, watch_signals
-from engine.job import Job, job_files, load_job, write_reports
+from engine.job import Job, import_job, job_files, load_job, run_request, write_reports
 from engine.job import run_job as run_job_steps
 from engine.journal import completed_run
 from engine.mapping import MappingSpec
@@ -114,7 +116,9 @@ class ImportOptions:
     `map`: source column -> property; `values`: date order, time zone, empty cells...
     """
 
-    mode: Literal["create", "update", "upsert"] = "upsert"
+    mode: Literal["create", "update", "upsert", "archive"] = "upsert"
+    """``"archive"``: archive the records the input names (by record id, or by
+    `id_property`); other columns are ignored."""
     id_property: str | None = None
     map: Mapping[str, str] = field(default_factory=dict)
     mapping_file: Path | None = None
@@ -139,11 +143,22 @@ class ImportOptions:
     re-sends everything and rebuilds the state. Needs upsert or update (a natural key)."""
     state: Path | None = None
     """The delta state (default beside the journal, by object, key property and portal)."""
+    duplicates: Literal["reject", "first", "last"] = "reject"
+    """Rows sharing a key: later ones rejected ``DUPLICATE_KEY`` (default), or only the
+    first or the last sent and the others counted ``skipped``."""
+    associate: Sequence[str] = ()
+    """Links to records of another object, ``"OBJECT:KEY=COLUMN[:LABEL]"`` each (the CLI's
+    ``--associate``): after the records are written, each row's record is linked to the
+    record of OBJECT whose unique property KEY (``domain``, ``email``, a unique-value
+    property or ``hs_object_id``) equals the row's COLUMN value, with LABEL if given. A row
+    whose target does not exist is still written and listed in the rejects
+    (``ASSOCIATION_TARGET_NOT_FOUND``)."""
 
 
 @dataclass(frozen=True, slots=True)
 class Counts:
-    """Rows of a run; `rows_read == created + updated + unchanged + rejected`."""
+    """Rows of a run; `rows_read == created + updated + unchanged + rejected + skipped`
+    (+ `archived` in archive mode)."""
 
     rows_read: int = 0
     """Data rows of the input (blank rows left out), every run of the journal included."""
@@ -160,7 +175,10 @@ class Counts:
     new: int = 0
     """Delta: rows whose key the state did not hold (counted in created/updated)."""
     archived: int = 0
-    """Delta with mirror: records archived because the input no longer holds them."""
+    """Archive mode: records archived; delta with mirror: records archived because the
+    input no longer holds them."""
+    skipped: int = 0
+    """Duplicates first/last: rows skipped because another row of their key was sent."""
     drifted: int = 0
     """Delta with a verify sample: records edited in HubSpot since, re-sent."""
     associations: int = 0
@@ -172,7 +190,7 @@ class Counts:
 
 
 _COUNTS = ("rows_read", "created", "updated", "unchanged", "rejected", "associations",
-           "changed", "new", "archived", "drifted")
+           "changed", "new", "archived", "drifted", "skipped")
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,14 +354,25 @@ def import_spec(object_type: str, source: SourceSpec, options: ImportOptions,
     mapping = MappingSpec.from_flags([f"{k}={v}" for k, v in options.map.items()],
                                      options.mapping_file,
                                      strict_columns=options.strict_columns,
-                                     ignore_unknown=options.ignore_unknown)
+                                     ignore_unknown=options.ignore_unknown,
+                                     reserved=frozenset(
+                                         r.column for r in association_rules(options)))
     return ImportSpec(
         object_type=canonical_object(object_type), source=source, mode=options.mode,
         id_property=options.id_property, mapping=mapping, options=options.values,
         on_conflict=options.on_conflict, import_key=options.import_key,
         concurrency=concurrency, delta=delta_mode(options.delta), state=options.state,
         verify_sample=sample_size(options.verify_sample),
-        mirror=options.mirror, max_archive=str(MaxArchive.parse(options.max_archive)))
+        mirror=options.mirror, max_archive=str(MaxArchive.parse(options.max_archive)),
+        duplicates=options.duplicates)
+
+
+def association_rules(options: ImportOptions) -> tuple[AssociationRule, ...]:
+    """`ImportOptions.associate`, parsed (a ConfigError for a malformed one)."""
+    texts = (options.associate,) if isinstance(options.associate, str) else options.associate
+    if texts and options.mode == "archive":
+        raise ConfigError("--associate does not apply to --mode archive")
+    return tuple(parse_associate(text) for text in texts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -356,19 +385,33 @@ class _ImportRun:
     rejects: Path | None
     summary: Path | None
     restart: bool
+    associations: tuple[AssociationRule, ...] = ()  # run as a one-step job (engine.job)
+
+    def _job(self) -> Job:
+        return import_job(self.spec, self.associations, self.journal)
+
+    async def _send(self, client: HubSpotClient, progress: Progress | None,
+                    stop: StopRequest) -> tuple[Summary, int]:
+        if not self.associations:
+            return await run_import(client, self.journal, self.spec, progress=progress,
+                                    stop=stop, restart=self.restart)
+        (summary, *_), code = await run_job_steps(client, self._job(), progress=progress,
+                                                  stop=stop, restart=self.restart)
+        return summary, code
 
     async def run(self, connection: Connection | None, progress: Progress | None,
                   stop: StopRequest) -> RunResult:
+        request = run_request(self._job()) if self.associations else import_request(
+            self.spec)
         done = None if self.restart or self.spec.delta else await anyio.to_thread.run_sync(
-            completed_run, self.journal, import_request(self.spec))
+            completed_run, self.journal, request)
         if done is not None:  # the same input ran to the end: no call at all
             (summary,), code = stored_result(done)
             return self._finish(summary, code, complete_message(done, self.journal))
         try:
-            async with open_client(connection) as client:
-                summary, code = await run_import(
-                    client, self.journal, self.spec, progress=progress, stop=stop,
-                    restart=self.restart)
+            with tuned_collector():  # millions of short-lived objects, few cycles
+                async with open_client(connection) as client:
+                    summary, code = await self._send(client, progress, stop)
         except SourceError:  # found mid-run: still account for what was written
             if self.journal.exists():
                 with contextlib.suppress(EngineError, OSError):
@@ -418,7 +461,8 @@ async def import_file(source: str | Path, object_type: str,
         str(source), delimiter=options.delimiter, encoding_errors=options.encoding_errors),
         options, conn.concurrency)
     journal = checkpoint or file_checkpoint(spec, conn.base_url)
-    run = _ImportRun(spec, journal, results, rejects, summary, restart)
+    run = _ImportRun(spec, journal, results, rejects, summary, restart,
+                     association_rules(options))
     return await _run_import(run, [str(source), options.mapping_file], connection=conn,
                              progress=progress, stop=stop, handle_signals=handle_signals,
                              raise_on_stop=raise_on_stop)
@@ -449,7 +493,8 @@ async def import_frame(frame: pl.DataFrame | pl.LazyFrame, object_type: str,
                        conn.concurrency)
     journal = checkpoint or default_checkpoint("frame", run_key, str(spec.object_type),
                                                spec.mode, conn.base_url or "")
-    run = _ImportRun(spec, journal, results, rejects, summary, restart)
+    run = _ImportRun(spec, journal, results, rejects, summary, restart,
+                     association_rules(options))
     return await _run_import(run, [options.mapping_file], connection=conn,
                              progress=progress, stop=stop, handle_signals=handle_signals,
                              raise_on_stop=raise_on_stop)
@@ -475,9 +520,10 @@ async def run_job(job: Job | str | Path, *, connection: Connection | None = None
         done = None if restart or loaded.has_delta else await anyio.to_thread.run_sync(
             completed_run, loaded.checkpoint, job_request(loaded))
         if done is None:
-            async with open_client(connection) as client:
-                summaries, code = await run_job_steps(client, loaded, progress=progress,
-                                                      stop=stop, restart=restart)
+            with tuned_collector():
+                async with open_client(connection) as client:
+                    summaries, code = await run_job_steps(client, loaded, progress=progress,
+                                                          stop=stop, restart=restart)
         else:
             summaries, code = stored_result(done)
         if folder is not None:

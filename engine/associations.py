@@ -4,6 +4,9 @@ A step's associations are written after its records (every target step ran befor
 the source is read again for the key columns, each row's record id comes from the step's
 journaled results, each target key resolves through the journal's id map and then, for
 keys this job did not write, batch reads by `idProperty` (cached back into the id map).
+A rule names a step of the job (`to`) or only an object (`object`, `hsbulk import
+--associate`): records already in HubSpot, or written by another step. Keys are compared
+as HubSpot compares them (`target_key`: domains cleaned, case ignored).
 Edges go out through `crm/v4/associations/{from}/{to}/batch/create` (labeled) or
 `batch/associate/default`, filling every call up to the endpoint's input limit. Both are
 idempotent, so the journal protocol needs no read-back: an IN_FLIGHT batch is resent.
@@ -32,12 +35,14 @@ import polars as pl
 
 from engine.client import HubSpotClient
 from engine.errors import ApiError, ConfigError, FatalApiError, RetryableApiError
+from engine.imports.plan import NATURAL_KEYS, RECORD_ID
 from engine.imports.reconcile import KeyReader
 from engine.interrupt import StopRequest
 from engine.journal import BatchState, DeltaStore, Edge, JournalThread, Reject, SqliteCheckpoint
-from engine.schema import ObjectType
+from engine.schema import ObjectType, Schema, canonical_object, fetch_schema
 from engine.source import SOURCE_ROW as ROW
 from engine.source import Source
+from engine.values import clean_domain
 
 log = logging.getLogger("hsbulk.associations")
 
@@ -46,9 +51,12 @@ DEFAULT_INPUT_LIMIT = 2_000
 
 @dataclass(frozen=True, slots=True)
 class AssociationRule:
-    """`[[steps.associations]]`: link each row to the `to` step's record named by `column`."""
+    """`[[steps.associations]]` or `--associate`: link each row to the record of `to_object`
+    whose unique property `key` equals the row's `column` value: a record of the `to_step`
+    step, or (`to_step` None) any record of that object, already in HubSpot or written by
+    an earlier step of the job."""
 
-    to_step: str
+    to_step: str | None
     to_object: ObjectType
     column: str
     key: str
@@ -57,8 +65,63 @@ class AssociationRule:
     create_label: bool = False
     inverse_label: str | None = None
 
+    @property
+    def target(self) -> str:
+        """The target object's name (its type id for a custom object)."""
+        return self.to_object.name or self.to_object.type_id
+
     def step_key(self, step: str) -> str:
+        if self.to_step is None:
+            return f"{step}>{self.target}.{self.key}:{self.column}"
         return f"{step}>{self.to_step}:{self.column}"
+
+
+ASSOCIATE_SYNTAX = "OBJECT:KEY=COLUMN[:LABEL]"
+
+
+def parse_associate(text: str) -> AssociationRule:
+    """`--associate "companies:domain=Company Domain"` (optionally `...:Primary`, a label).
+
+    The label follows the last `:` after the `=`; a column whose name holds a `:` ends the
+    text with an empty label (`"companies:domain=Site: URL:"`)."""
+    obj, colon, rest = text.partition(":")
+    key, equals, rest = rest.partition("=")
+    column, _, label = rest.rpartition(":") if ":" in rest else (rest, "", "")
+    if not (colon and equals and obj.strip() and key.strip() and column.strip()):
+        raise ConfigError(f"--associate {text!r}: expected {ASSOCIATE_SYNTAX}, e.g. "
+                          "'companies:domain=Company Domain' or "
+                          "'companies:domain=Company Domain:Primary'")
+    return AssociationRule(None, canonical_object(obj), column.strip(), key.strip(),
+                           label=label.strip() or None)
+
+
+def target_key(rule: AssociationRule, value: pl.Expr) -> pl.Expr:
+    """A row's target key as HubSpot compares it: a domain cleaned (`https://www.Acme.de/x`
+    -> `acme.de`), anything else trimmed; lower case (unique values ignore case)."""
+    if rule.key.lower() == "domain":
+        return clean_domain(value)
+    return value.str.strip_chars().str.to_lowercase()
+
+
+async def check_target_keys(client: HubSpotClient, rules: Iterable[AssociationRule]) -> None:
+    """Rules to existing records: their key must identify one record of the target object
+    (a unique-value property, its natural key or the record id); a ConfigError before any
+    write otherwise."""
+    schemas: dict[str, Schema] = {}
+    for rule in rules:
+        if rule.to_step is not None:
+            continue
+        if rule.target not in schemas:
+            schemas[rule.target] = await fetch_schema(client, rule.to_object)
+        prop = schemas[rule.target].get(rule.key)
+        if prop is None:
+            raise ConfigError(f"association key {rule.key!r} is not a property of "
+                              f"{rule.to_object}")
+        if not (prop.unique or prop.name in (RECORD_ID, NATURAL_KEYS.get(rule.target))):
+            unique = [p.name for p in schemas[rule.target].unique_properties]
+            raise ConfigError(
+                f"association key {rule.key!r} does not identify one {rule.to_object} record "
+                f"(no unique values); use {', '.join([RECORD_ID, *unique])}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +155,8 @@ def _path(frm: ObjectType, to: ObjectType, tail: str) -> str:
 
 
 def _label_name(label: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_") or "label"
+    name = re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_") or "label"
+    return f"label_{name}" if name[0].isdigit() else name  # HubSpot: no leading digit
 
 
 async def resolve_type(client: HubSpotClient, frm: ObjectType, to: ObjectType,
@@ -133,7 +197,8 @@ async def inline_association(client: HubSpotClient, checkpoint: SqliteCheckpoint
                              thread: JournalThread | None = None,
                              ) -> tuple[AssociationType, dict[str, str]]:
     """What a create step needs to write `rule` inside its create calls: the type to use
-    (the pair's unlabeled HubSpot-defined type by default) and the target ids by key."""
+    (the pair's unlabeled HubSpot-defined type by default) and the target ids by the rows'
+    cells (trimmed, lower case: as the create calls look them up)."""
     kind = await resolve_type(client, obj, rule.to_object, rule)
     if kind is None:
         unlabeled = [e for e in await _labels(client, obj, rule.to_object)
@@ -142,20 +207,29 @@ async def inline_association(client: HubSpotClient, checkpoint: SqliteCheckpoint
             raise ConfigError(f"no unlabeled association type between {obj} and "
                               f"{rule.to_object}; give a label or type_id")
         kind = AssociationType("HUBSPOT_DEFINED", int(unlabeled[0]["typeId"]))
-    keys = await anyio.to_thread.run_sync(_column_keys, source, rule.column)
-    ids = await KeyResolver(client, checkpoint, thread).resolve(rule.to_object, rule.key, keys)
-    return kind, ids
+    cells = await anyio.to_thread.run_sync(_column_keys, source, rule)
+    ids = await KeyResolver(client, checkpoint, thread).resolve(
+        rule.to_object, rule.key, cells.values())
+    return kind, {cell: ids[key] for cell, key in cells.items() if key in ids}
 
 
-def _column_keys(source: Source, column: str) -> list[str]:
+def _check_column(source: Source, column: str) -> None:
     if column not in source.columns:
         raise ConfigError(f"association column {column!r} is not in {source.spec.path} "
                           f"(columns: {', '.join(source.columns)})")
-    seen: set[str] = set()
+
+
+def _column_keys(source: Source, rule: AssociationRule) -> dict[str, str]:
+    """Each distinct non-empty cell of the rule's column (trimmed, lower case) -> its key."""
+    _check_column(source, rule.column)
+    cells: dict[str, str] = {}
     for batch in source.batches(check=False):
-        seen.update(batch.get_column(column).str.strip_chars().drop_nulls().unique().to_list())
-    seen.discard("")
-    return sorted(seen)
+        pairs = batch.select(
+            pl.col(rule.column).str.strip_chars().str.to_lowercase().alias("cell"),
+            target_key(rule, pl.col(rule.column)).alias(TARGET)).unique()
+        cells.update(pairs.filter(pl.col("cell").is_not_null() & (pl.col("cell") != ""))
+                     .iter_rows())
+    return cells
 
 
 async def _labels(client: HubSpotClient, frm: ObjectType, to: ObjectType) -> list[dict[str, Any]]:
@@ -187,9 +261,9 @@ class KeyResolver:
         self.states = states or {}  # (object, key property) -> that step's delta state
 
     async def resolve(self, obj: ObjectType, prop: str, keys: Iterable[str]) -> dict[str, str]:
-        """Lower-cased key -> id for the keys that exist."""
+        """Lower-cased key -> id for the keys that exist (a record id must be digits)."""
         name = obj.name or obj.type_id
-        wanted = sorted({k.lower() for k in keys})
+        wanted = sorted({k.lower() for k in keys if k and (prop != RECORD_ID or k.isdigit())})
         found: dict[str, str] = await self.thread.call(
             self.checkpoint.lookup_ids, name, prop, wanted)
         missing = [k for k in wanted if k not in found]
@@ -206,16 +280,24 @@ class KeyResolver:
         return found
 
 
+TARGET = "target"  # the row's target key, cleaned as HubSpot compares it (`target_key`)
+
+
+def _keys(batch: pl.DataFrame, rule: AssociationRule) -> pl.DataFrame:
+    """(source_row, key: the cell trimmed, target: its target key) of non-empty cells."""
+    return batch.select(pl.col(ROW).cast(pl.Int64),
+                        pl.col(rule.column).str.strip_chars().alias("key"),
+                        target_key(rule, pl.col(rule.column)).alias(TARGET)
+                        ).filter(pl.col("key").is_not_null() & (pl.col("key") != ""))
+
+
 def _edge_frame(source: Source, rule: AssociationRule, results: pl.DataFrame) -> pl.DataFrame:
-    """(source_row, from_id, key) for rows written by the step with a non-empty key."""
-    if rule.column not in source.columns:
-        raise ConfigError(f"association column {rule.column!r} is not in {source.spec.path} "
-                          f"(columns: {', '.join(source.columns)})")
-    parts = [batch.select(pl.col(ROW), pl.col(rule.column).str.strip_chars().alias("key"))
-             .filter(pl.col("key").is_not_null() & (pl.col("key") != ""))
-             for batch in source.batches(check=False)]
+    """(source_row, key, target, from_id, action) for rows written by the step with a
+    non-empty cell in the rule's column."""
+    _check_column(source, rule.column)
+    parts = [_keys(batch, rule) for batch in source.batches(check=False)]
     keys = pl.concat(parts) if parts else pl.DataFrame(
-        schema={ROW: pl.Int64, "key": pl.String})
+        schema={ROW: pl.Int64, "key": pl.String, TARGET: pl.String})
     return keys.join(results, on=ROW, how="inner").sort(ROW)
 
 
@@ -234,6 +316,7 @@ async def write_associations(
     inline: bool = False, stop: StopRequest | None = None,
     thread: JournalThread | None = None, delta: EdgeDelta | None = None,
     states: Mapping[tuple[str, str], DeltaStore] | None = None,
+    report_under: str | None = None,
 ) -> AssociationOutcome:
     """Write one association rule of one step; resumable through the journal.
 
@@ -241,6 +324,8 @@ async def write_associations(
     that were not created (e.g. updated after a conflict) still need a call.
     `delta`: send only the edges new since the state's last confirmed write (see the
     module docstring). `states`: delta states of target steps, to find target ids.
+    `report_under`: also journal the rows whose target was not found under this step, as
+    rejects that are not counted (`hsbulk import` lists them in its one rejects file).
     """
     key = rule.step_key(step)
     thread = thread or JournalThread()
@@ -254,11 +339,14 @@ async def write_associations(
     frame = await _with_targets(KeyResolver(client, checkpoint, thread, states), frame, rule)
     missing = frame.filter(pl.col("to_id").is_null() & pl.col(SEND))
     rejects = [Reject(row, rule.column, "ASSOCIATION_TARGET_NOT_FOUND",
-                      f"no {rule.to_object} with {rule.key}={value!r}: the record was written "
-                      "without this association", value)
-               for row, value in missing.select(ROW, "key").iter_rows()]
+                      f"no {rule.to_object} with {rule.key}={target!r}: the record was "
+                      "written without this association", value)
+               for row, value, target in missing.select(ROW, "key", TARGET).iter_rows()]
     if rejects:
         await thread.call(checkpoint.record_rejects, key, rejects)
+        if report_under is not None:  # the row was written: not counted as rejected there
+            await thread.call(checkpoint.record_rejects, report_under,
+                              [r._replace(counted=False) for r in rejects])
     edges = frame.filter(pl.col("to_id").is_not_null()).unique(
         ["from_id", "to_id"], keep="first", maintain_order=True)
     carried = 0
@@ -307,9 +395,9 @@ EDGE_KEY = "edge_key"  # an edge as its association batch journals it: from key,
 
 async def _with_targets(resolver: KeyResolver, frame: pl.DataFrame,
                         rule: AssociationRule) -> pl.DataFrame:
-    ids = await resolver.resolve(rule.to_object, rule.key, frame.get_column("key").to_list())
+    ids = await resolver.resolve(rule.to_object, rule.key, frame.get_column(TARGET).to_list())
     frame = frame.with_columns(
-        pl.col("key").str.to_lowercase().replace_strict(ids, default=None).alias("to_id"))
+        pl.col(TARGET).replace_strict(ids, default=None, return_dtype=pl.String).alias("to_id"))
     return frame if SEND in frame.columns else frame.with_columns(pl.lit(True).alias(SEND))
 
 
@@ -323,17 +411,16 @@ def _delta_edge_frame(source: Source, rule: AssociationRule, results: pl.DataFra
     keys: its record id from this run's results, else from the state (an unchanged row).
     A row refused today keeps its edges (they are seen) but gets no new one."""
     for column in (rule.column, delta.key_column):
-        if column not in source.columns:
-            raise ConfigError(f"association column {column!r} is not in {source.spec.path} "
-                              f"(columns: {', '.join(source.columns)})")
+        _check_column(source, column)
+    from_key = pl.col(delta.key_column).str.strip_chars().str.to_lowercase()
     parts = [batch.select(
         pl.col(ROW).cast(pl.Int64), pl.col(rule.column).str.strip_chars().alias("key"),
-        pl.col(delta.key_column).str.strip_chars().str.to_lowercase().alias("from_key"))
+        target_key(rule, pl.col(rule.column)).alias(TARGET), from_key.alias("from_key"))
         .filter(pl.col("key").is_not_null() & (pl.col("key") != "")
                 & pl.col("from_key").is_not_null() & (pl.col("from_key") != ""))
         for batch in source.batches(check=False)]
     keys = pl.concat(parts) if parts else pl.DataFrame(
-        schema={ROW: pl.Int64, "key": pl.String, "from_key": pl.String})
+        schema={ROW: pl.Int64, "key": pl.String, TARGET: pl.String, "from_key": pl.String})
     held = delta.store.lookup(keys.get_column("from_key").unique().sort().to_list())
     state_ids = {k: rid for k, (rid, _) in held.items()}
     frame = keys.join(results, on=ROW, how="left").with_columns(

@@ -46,6 +46,8 @@ from engine.imports.mirror import preview as mirror_preview
 from engine.imports.plan import RECORD_ID, ImportSpec, plan_step
 from engine.interrupt import PENDING, StopRequest
 from engine.job import load_job
+from engine.lookups import Lookups, fetch_lookups
+from engine.lookups import is_needed as needs_lookups
 from engine.mapping import MappingSpec
 from engine.normalize import NormalizeOptions
 from engine.outputs import refuse_inputs, uses_stdout
@@ -151,7 +153,8 @@ def add_normalize_options(parser: argparse.ArgumentParser) -> None:
                        help="multi-checkbox values replace (default) or add to existing ones")
     group.add_argument("--separators", default=";,|",
                        help="multi-checkbox separators (default ;,|)")
-    group.add_argument("--thousands", default=",", help="thousands separator (default ,)")
+    group.add_argument("--thousands", default=",", help="thousands separator (default ,); "
+                       "numbers may carry a currency (€ 4.000, 4 000,50 EUR)")
     group.add_argument("--decimal", default=".", help="decimal mark (default .)")
 
 
@@ -162,10 +165,18 @@ def add_import_parser(commands: argparse._SubParsersAction[argparse.ArgumentPars
         "batch calls, journaled so that a re-run resumes with nothing lost or duplicated.")
     parser.add_argument("source", help="input file or glob (CSV, Parquet, NDJSON)")
     parser.add_argument("--object", required=True, help="object type: name or type id")
-    parser.add_argument("--mode", choices=["create", "update", "upsert"], default="upsert")
+    parser.add_argument("--mode", choices=["create", "update", "upsert", "archive"],
+                        default="upsert",
+                        help="archive: archive the records the file names, by record id "
+                        "(a 'Record ID' column) or by --id-property; other columns ignored")
     parser.add_argument("--id-property", help="unique property that identifies records "
-                        "(upsert: required; update: instead of hs_object_id; create: read "
-                        "back on resume)")
+                        "(upsert: required; update, archive: instead of hs_object_id; "
+                        "create: read back on resume)")
+    parser.add_argument("--duplicates", choices=["reject", "first", "last"],
+                        default="reject",
+                        help="rows sharing a key (e-mail, domain, id...): later ones "
+                        "rejected DUPLICATE_KEY (default), or only the first or the last "
+                        "sent, the others skipped (results action 'skipped')")
     parser.add_argument("--map", action="append", default=[], metavar="COLUMN=PROPERTY",
                         help="map a source column to a property (repeatable)")
     parser.add_argument("--mapping", type=Path, metavar="FILE.toml", help="mapping file")
@@ -178,6 +189,15 @@ def add_import_parser(commands: argparse._SubParsersAction[argparse.ArgumentPars
                         "(default) or updated")
     parser.add_argument("--import-key", default="hsbulk_import_key",
                         help="create mode: unique property holding hsbulk's row key")
+    parser.add_argument("--associate", action="append", default=[],
+                        metavar="OBJECT:KEY=COLUMN[:LABEL]",
+                        help="link each row's record to the existing OBJECT record whose "
+                        "unique property KEY equals the row's COLUMN value, e.g. "
+                        "'companies:domain=Company Domain' or, with an association label, "
+                        "'companies:domain=Company Domain:Primary' (repeatable; domains are "
+                        "matched without scheme, www. or path; a column holding ':' ends "
+                        "with ':'); a row whose target does not exist is written and listed "
+                        "in the rejects (ASSOCIATION_TARGET_NOT_FOUND)")
     parser.add_argument("--delimiter", default=",", help="CSV delimiter (default ,)")
     parser.add_argument("--encoding-errors", choices=["strict", "replace"], default="strict",
                         help="invalid UTF-8: stop (default) or replace with U+FFFD")
@@ -232,7 +252,8 @@ def import_options(args: argparse.Namespace) -> ImportOptions:
         on_conflict=args.on_conflict, import_key=args.import_key, delimiter=args.delimiter,
         encoding_errors=args.encoding_errors, delta=args.delta or False, state=args.state,
         verify_sample=args.verify_sample,
-        mirror=args.mirror, max_archive=args.max_archive)
+        mirror=args.mirror, max_archive=args.max_archive, associate=tuple(args.associate),
+        duplicates=args.duplicates)
 
 
 def parse_maps(pairs: Sequence[str]) -> list[tuple[str, str]]:
@@ -244,6 +265,9 @@ def run_import_command(args: argparse.Namespace) -> int:
     options = import_options(args)
     if args.emit_normalized is not None and not args.dry_run:
         raise ConfigError("--emit-normalized goes with --dry-run")
+    if args.dry_run and args.mode == "archive":
+        raise ConfigError("--dry-run does not apply to --mode archive (try the archive "
+                          "against --sandbox)")
     if args.dry_run:
         refuse_inputs([args.results, args.rejects, args.summary, args.emit_normalized],
                       [args.source, args.mapping, args.token_file, args.checkpoint])
@@ -293,7 +317,13 @@ def run_dry_run(args: argparse.Namespace, spec: ImportSpec) -> int:
     source = open_source(spec.source)
     loaded = run_async(schema)
     step = plan_step(spec, source, loaded)  # every configuration error of the real run
-    plan = run_dry(source, loaded, step.mapping, step.options,
+
+    async def lookups(stop: StopRequest) -> Lookups | None:
+        async with connect(args) as client:
+            return await fetch_lookups(client, spec.object_type, step.plan)
+
+    found = run_async(lookups) if needs_lookups(spec.object_type, step.plan) else None
+    plan = run_dry(source, loaded, step.mapping, step.options, lookups=found,
                    rejects_path=args.rejects, normalized_path=args.emit_normalized,
                    rate_per_10s=round(rate.per_s * 10) if rate else 1000,
                    daily_quota=args.daily_quota)

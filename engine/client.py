@@ -195,7 +195,9 @@ class HubSpotClient:
         self.budget = RetryBudget(settings.retry.budget_ratio, settings.retry.budget_min)
         self.stats = ClientStats()
         self.request_log = REQUEST_LOG.get()
-        self._slots = anyio.CapacityLimiter(settings.concurrency)
+        # At most `concurrency` calls hold or wait for a limiter ticket. A free slot is
+        # taken without a trip round the event loop (one loop turn per call saved).
+        self._slots = anyio.Semaphore(settings.concurrency, fast_acquire=True)
         self._headers = {
             "Authorization": f"Bearer {settings.token.reveal()}",
             "Content-Type": "application/json",

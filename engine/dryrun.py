@@ -22,6 +22,7 @@ from typing import Literal
 import polars as pl
 
 from engine.errors import ConfigError
+from engine.lookups import Lookups
 from engine.mapping import MappingSpec, ResolvedMapping, resolve_mapping
 from engine.normalize import (
     NormalizeOptions,
@@ -280,6 +281,7 @@ def run_dry(
     normalized_path: Path | str | None = None,
     rate_per_10s: int = 100,
     daily_quota: int | None = None,
+    lookups: Lookups | None = None,
 ) -> Plan:
     """Stream the whole input through source -> normalise; write files; return the Plan.
 
@@ -299,6 +301,8 @@ def run_dry(
     try:
         for batch in src.batches():
             valid, rejects = normalize(batch, plan)
+            if lookups is not None:  # owners, pipelines, stages, read by the caller
+                valid, rejects = lookups.apply(valid, rejects)
             tally.add(batch, valid, rejects)
             if rejects_out is not None and rejects.height:
                 rejects_out.write(rejects_frame(rejects, batch))

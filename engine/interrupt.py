@@ -17,6 +17,7 @@ import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
+from typing import Any
 
 import anyio
 
@@ -97,11 +98,16 @@ PENDING = PendingSignals()  # the process's one record of signals no event loop 
 async def watch_signals(stop: StopRequest, pending: PendingSignals, *,
                         grace_s: float = GRACE_S) -> None:
     """First SIGINT/SIGTERM: `stop.request()`, `force()` after `grace_s`; second: at once."""
+    # The loop puts the default handlers back when the receiver closes, and the default
+    # SIGTERM kills the process: what was there before goes back at once, not after the
+    # loop's teardown (which may wait for worker threads).
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     async with anyio.create_task_group() as tg:
         seen = pending.count
         if seen:
             _first(stop, tg, grace_s)
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        with _restored(before), anyio.open_signal_receiver(signal.SIGINT,
+                                                           signal.SIGTERM) as signals:
             async for signum in signals:
                 seen += 1
                 pending.count += 1
@@ -112,6 +118,16 @@ async def watch_signals(stop: StopRequest, pending: PendingSignals, *,
                 else:
                     log.warning("received signal %d again: stopping now", signum)
                     stop.force()
+
+
+@contextmanager
+def _restored(handlers: dict[signal.Signals, Any]) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        for signum, handler in handlers.items():
+            if handler is not None:
+                signal.signal(signum, handler)
 
 
 def _first(stop: StopRequest, tg: anyio.abc.TaskGroup, grace_s: float) -> None:

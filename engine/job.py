@@ -8,18 +8,20 @@ association target is written before the step that points at it (a cycle is an e
 from __future__ import annotations
 
 import graphlib
+import hashlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 
 from engine.associations import (
     AssociationRule,
     EdgeDelta,
+    check_target_keys,
     inline_association,
     write_associations,
 )
@@ -29,15 +31,22 @@ from engine.errors import ApiError, ConfigError, QuotaExhausted, RetryableApiErr
 from engine.imports.delta import DeltaSession, delta_mode
 from engine.imports.drift import sample_size
 from engine.imports.mirror import MaxArchive
-from engine.imports.plan import GROUPS, IMPORT_KEY, ImportSpec, InlineAssociation
+from engine.imports.plan import (
+    DUPLICATES,
+    GROUPS,
+    IMPORT_KEY,
+    MODES,
+    ImportSpec,
+    InlineAssociation,
+)
 from engine.imports.runner import StepRunner, state_path_of, write_outputs
 from engine.interrupt import StopRequest
-from engine.journal import DeltaStore, JournalThread, SqliteCheckpoint
+from engine.journal import DeltaStore, JournalThread, RunRequest, SqliteCheckpoint
 from engine.mapping import MappingSpec
 from engine.normalize import NormalizeOptions
 from engine.report import REJECTS_FILE_SCHEMA, Progress, Summary, frame_of, write_frame
-from engine.rerun import job_request, stored_result
-from engine.schema import canonical_object, fetch_schema
+from engine.rerun import import_request, job_request, stored_result
+from engine.schema import ObjectType, canonical_object, fetch_schema
 from engine.source import SourceSpec, open_source
 
 log = logging.getLogger("hsbulk.job")
@@ -45,7 +54,7 @@ log = logging.getLogger("hsbulk.job")
 JOB_KEYS = {"name", "checkpoint", "reports"}
 STEP_KEYS = {"name", "object", "source", "mode", "id_property", "map", "mapping", "options",
              "properties", "associations"} | {"verify_sample", "mirror", "max_archive"} | {
-                 "delta", "state"}
+                 "delta", "state"} | {"duplicates"}
 OPTION_KEYS = {"date_order", "timezone", "dates", "empty", "on_invalid", "checkbox",
                "separators", "thousands", "decimal", "delimiter", "encoding_errors",
                "on_conflict", "import_key", "strict_columns", "ignore_unknown", "auto_map"}
@@ -53,7 +62,7 @@ NORMALIZE_KEYS = {"date_order", "timezone", "dates", "empty", "on_invalid", "che
                   "separators", "thousands", "decimal"}
 PROPERTY_KEYS = {"name", "label", "type", "field_type", "options", "unique", "group",
                  "description"}
-ASSOCIATION_KEYS = {"to", "column", "key", "label", "type_id", "create_label",
+ASSOCIATION_KEYS = {"to", "object", "column", "key", "label", "type_id", "create_label",
                     "inverse_label"}
 
 
@@ -100,9 +109,15 @@ class Job:
     checkpoint: Path
     steps: tuple[Step, ...]
     reports: Path | None = None
+    command: Literal["run", "import"] = "run"  # import: `hsbulk import --associate`
 
     def is_target(self, step: str) -> bool:
-        return any(rule.to_step == step for s in self.steps for rule in s.associations)
+        """Another step links to this step's records (by name, or by object: existing
+        records of its object), so its keys and ids are kept in the journal."""
+        obj = next(s.spec.object_type.type_id for s in self.steps if s.name == step)
+        return any(rule.to_step == step or (rule.to_step is None
+                                            and rule.to_object.type_id == obj)
+                   for s in self.steps for rule in s.associations if s.name != step)
 
     @property
     def has_delta(self) -> bool:
@@ -157,7 +172,7 @@ def load_job(path: Path) -> Job:
     objects = {n: canonical_object(_text(s, "object", f"step {n!r}"))
                for n, s in zip(names, raw_steps, strict=True)}
     steps = {n: _step(s, n, base, objects) for n, s in zip(names, raw_steps, strict=True)}
-    graph = {n: {rule.to_step for rule in step.associations} for n, step in steps.items()}
+    graph = {n: _targets(step, steps) for n, step in steps.items()}
     try:
         order = list(graphlib.TopologicalSorter(graph).static_order())
     except graphlib.CycleError as exc:
@@ -173,6 +188,19 @@ def load_job(path: Path) -> Job:
     if reports is not None and not reports.is_absolute():
         reports = base / reports
     return Job(name, path, checkpoint, tuple(steps[n] for n in order), reports)
+
+
+def _targets(step: Step, steps: Mapping[str, Step]) -> set[str]:
+    """The steps `step` links to: by name (`to`), and every other step writing the object
+    of a link to existing records (`object`), so that their records are there first."""
+    out: set[str] = set()
+    for rule in step.associations:
+        if rule.to_step is not None:
+            out.add(rule.to_step)
+        else:
+            out.update(n for n, s in steps.items() if n != step.name
+                       and s.spec.object_type.type_id == rule.to_object.type_id)
+    return out
 
 
 def _depth(name: str, graph: Mapping[str, set[str]]) -> int:
@@ -205,18 +233,22 @@ def _step(raw: dict[str, Any], name: str, base: Path, objects: Mapping[str, Any]
     except TypeError as exc:
         raise ConfigError(f"{where} options: {exc}") from None
     mode = str(raw.get("mode", "upsert"))
-    if mode not in {"create", "update", "upsert"}:
-        raise ConfigError(f"{where}: mode must be create, update or upsert, not {mode!r}")
+    if mode not in MODES:
+        raise ConfigError(f"{where}: mode must be {', '.join(MODES)}, not {mode!r}")
+    duplicates = str(raw.get("duplicates", "reject"))
+    if duplicates not in DUPLICATES:
+        raise ConfigError(f"{where}: duplicates must be {', '.join(DUPLICATES)}, "
+                          f"not {duplicates!r}")
     spec = ImportSpec(
         object_type=objects[name],
         source=SourceSpec(str(source), delimiter=str(options.get("delimiter", ",")),
                           encoding_errors=options.get("encoding_errors", "strict")),
-        mode=mode,  # type: ignore[arg-type]
+        mode=mode,
         id_property=raw.get("id_property"),
         mapping=mapping, options=normalize,
         on_conflict=options.get("on_conflict", "reject"),
         import_key=str(options.get("import_key", IMPORT_KEY)),
-        step=name,
+        step=name, duplicates=duplicates,
         **_after_pass(raw, where),
         **_delta(raw, where, base),
     )
@@ -274,19 +306,34 @@ def _property(raw: dict[str, Any], where: str) -> PropertyToCreate:
 def _association(raw: dict[str, Any], where: str,
                  objects: Mapping[str, Any]) -> AssociationRule:
     _check_keys(raw, ASSOCIATION_KEYS, f"{where} associations")
-    to = _text(raw, "to", f"{where} associations")
-    if to not in objects:
-        raise ConfigError(f"{where} associations: `to = {to!r}` names no step; steps: "
-                          f"{', '.join(objects)}")
+    to_step, to_object = _association_target(raw, where, objects)
     type_id = raw.get("type_id")
     if type_id is not None and not isinstance(type_id, int):
         raise ConfigError(f"{where} associations: type_id must be a whole number")
     return AssociationRule(
-        to_step=to, to_object=objects[to], column=_text(raw, "column", f"{where} associations"),
+        to_step=to_step, to_object=to_object,
+        column=_text(raw, "column", f"{where} associations"),
         key=_text(raw, "key", f"{where} associations"), label=raw.get("label"),
         type_id=type_id, create_label=bool(raw.get("create_label", False)),
         inverse_label=raw.get("inverse_label"),
     )
+
+
+def _association_target(raw: dict[str, Any], where: str,
+                        objects: Mapping[str, Any]) -> tuple[str | None, ObjectType]:
+    """`to = "step"` (that step's records) or `object = "companies"` (records of that
+    object already in HubSpot, or written by an earlier step of the job): exactly one."""
+    if ("to" in raw) == ("object" in raw):
+        raise ConfigError(f"{where} associations: give either `to` (a step of this job) or "
+                          "`object` (existing records of that object type), not "
+                          f"{'both' if 'to' in raw else 'neither'}")
+    if "object" in raw:
+        return None, canonical_object(_text(raw, "object", f"{where} associations"))
+    to = _text(raw, "to", f"{where} associations")
+    if to not in objects:
+        raise ConfigError(f"{where} associations: `to = {to!r}` names no step; steps: "
+                          f"{', '.join(objects)}")
+    return to, objects[to]
 
 
 async def ensure_properties(client: HubSpotClient, step: Step) -> list[str]:
@@ -320,7 +367,7 @@ async def run_job(client: HubSpotClient, job: Job, *, progress: Progress | None 
     file sends nothing and returns its stored summaries and code; `restart` runs it anew
     (an unfinished run is abandoned and kept readable)."""
     stop = stop or StopRequest()
-    request = await anyio.to_thread.run_sync(job_request, job)
+    request = await anyio.to_thread.run_sync(run_request, job)
     checkpoint = SqliteCheckpoint(job.checkpoint)
     thread = JournalThread()  # every journal call of the job, off the event loop
     summaries: list[Summary] = []
@@ -336,6 +383,7 @@ async def run_job(client: HubSpotClient, job: Job, *, progress: Progress | None 
         for step in job.steps:
             calls_before = client.stats.api_calls
             notes = await ensure_properties(client, step)
+            await check_target_keys(client, step.associations)  # before any write
             spec = replace(step.spec, record_ids=job.is_target(step.name))
             inline = []
             if spec.mode == "create":  # targets exist already: associate inside the creates
@@ -348,6 +396,8 @@ async def run_job(client: HubSpotClient, job: Job, *, progress: Progress | None 
             links = _StepAssociations(client=client, checkpoint=checkpoint, thread=thread,
                                       job=job, step=step, spec=spec, inline=bool(inline),
                                       stop=stop)
+            if job.command == "import":  # one rejects file: misses are listed there too
+                links.report_under = step.name
             in_pass = spec.delta is not None and bool(step.associations)
             runner = StepRunner(client, checkpoint, spec, progress=progress, inline=inline,
                                 stop=stop, thread=thread,
@@ -389,6 +439,7 @@ class _StepAssociations:
     spec: ImportSpec
     inline: bool  # the step's creates carried the associations already
     stop: StopRequest
+    report_under: str | None = None  # also journal target misses as the step's rejects
 
     async def write(self, delta: EdgeDelta | None = None,
                     states: Mapping[tuple[str, str], DeltaStore] | None = None) -> str | None:
@@ -401,7 +452,7 @@ class _StepAssociations:
                         self.client, self.checkpoint, step=self.step.name,
                         obj=self.spec.object_type, source=open_source(self.spec.source),
                         rule=rule, inline=self.inline, stop=self.stop, thread=self.thread,
-                        delta=delta, states=states)
+                        delta=delta, states=states, report_under=self.report_under)
                 if self.stop.requested:
                     return self.stop.reason or "interrupted"
                 self.edges += outcome.edges
@@ -428,19 +479,44 @@ class _StepAssociations:
 
     async def _target_states(self, own: Path) -> dict[tuple[str, str], DeltaStore]:
         """The delta states of the steps this one points at (not its own, open already)."""
-        specs = {s.name: s.spec for s in self.job.steps}
         states: dict[tuple[str, str], DeltaStore] = {}
         for rule in self.step.associations:
-            target = specs[rule.to_step]
-            if target.delta is None or (target.id_property or "").lower() != rule.key.lower():
-                continue
-            path = state_path_of(target, self.checkpoint.path,
-                                 self.client.settings.base_url)
-            if (path != own and path.exists()
-                    and (target.object_name, rule.key.lower()) not in states):
-                states[(target.object_name, rule.key.lower())] = await self.thread.call(
-                    DeltaStore, path)
+            for target in self._target_specs(rule):
+                if (target.delta is None
+                        or (target.id_property or "").lower() != rule.key.lower()):
+                    continue
+                path = state_path_of(target, self.checkpoint.path,
+                                     self.client.settings.base_url)
+                if (path != own and path.exists()
+                        and (target.object_name, rule.key.lower()) not in states):
+                    states[(target.object_name, rule.key.lower())] = await self.thread.call(
+                        DeltaStore, path)
         return states
+
+    def _target_specs(self, rule: AssociationRule) -> list[ImportSpec]:
+        """The steps whose records `rule` may link to: its `to` step, else (existing
+        records) every other step of the job writing its object."""
+        return [s.spec for s in self.job.steps if s.name == rule.to_step or (
+            rule.to_step is None and s.name != self.step.name
+            and s.spec.object_type.type_id == rule.to_object.type_id)]
+
+
+def import_job(spec: ImportSpec, rules: tuple[AssociationRule, ...], checkpoint: Path) -> Job:
+    """`hsbulk import --associate`: the import as a one-step job, so that its links are
+    written, journaled and resumed as a job step's are."""
+    return Job(spec.step, Path(spec.source.path), checkpoint, (Step(spec.step, spec, (), rules),),
+               command="import")
+
+
+def run_request(job: Job) -> RunRequest:
+    """What identifies the run in its journal: an import's request (its links included)
+    for an import, else the job's."""
+    if job.command != "import":
+        return job_request(job)
+    (step,) = job.steps
+    request = import_request(step.spec)
+    digest = hashlib.sha256(f"{request.spec_hash}:{step.associations!r}".encode())
+    return replace(request, spec_hash=digest.hexdigest()[:32])
 
 
 def report_paths(job: Job, folder: Path) -> dict[str, tuple[Path, Path, Path]]:

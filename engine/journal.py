@@ -457,6 +457,27 @@ class JournalThread:
         return await anyio.to_thread.run_sync(func, *args, limiter=self._limiter)
 
 
+def _keyed(rows: list[int], ids: list[str], actions: list[str], batch_rows: list[int],
+           batch_keys: list[str] | None) -> tuple[list[Any], ...]:
+    """(source_rows, keys, ids, actions) of one batch's results, as columns sorted by
+    source row.
+
+    A batch answered whole, in the order it was sent (the usual one), is its own columns:
+    no lookup and no tuple per row; the sort happens only when its rows are out of order."""
+    keys: Sequence[str | None]
+    if batch_keys is None:
+        keys = [None] * len(rows)
+    elif rows == batch_rows:
+        keys = batch_keys
+    else:
+        by_row = dict(zip(batch_rows, batch_keys, strict=True))
+        keys = [by_row.get(row) for row in rows]
+    if all(a < b for a, b in itertools.pairwise(rows)):
+        return rows, list(keys), ids, actions
+    ordered = sorted(zip(rows, keys, ids, actions, strict=True))
+    return tuple(list(column) for column in zip(*ordered, strict=True))
+
+
 class SqliteCheckpoint:
     """The journal of one job. Use from one thread at a time."""
 
@@ -697,23 +718,24 @@ class SqliteCheckpoint:
             yield out
 
     def iter_keyed_results(self, step: str, chunk: int = 50_000
-                           ) -> Iterator[list[tuple[Any, ...]]]:
-        """(source_row, key, id, action) in batch order, sorted within each batch; the key
-        is the one the batch was journaled with (None for a batch journaled without)."""
+                           ) -> Iterator[tuple[list[Any], ...]]:
+        """Columns (source_row, key, id, action) in batch order, sorted within each batch;
+        the key is the one the batch was journaled with (None for a batch journaled
+        without)."""
         cursor = self._db.execute(
             "select rows, keys, results from batches where step=? and state=? "
             "and results is not null order by seq", (step, DONE))
-        out: list[tuple[Any, ...]] = []
+        out: tuple[list[Any], ...] = ([], [], [], [])
         for rows_blob, keys_blob, blob in cursor:
-            keys = dict(zip(orjson.loads(rows_blob), orjson.loads(keys_blob), strict=True)
-                        ) if keys_blob is not None else {}
             rows, ids, actions = orjson.loads(blob)
-            out += sorted((row, keys.get(row), rid, action)
-                          for row, rid, action in zip(rows, ids, actions, strict=True))
-            if len(out) >= chunk:
+            columns = _keyed(rows, ids, actions, orjson.loads(rows_blob),
+                             None if keys_blob is None else orjson.loads(keys_blob))
+            for into, column in zip(out, columns, strict=True):
+                into += column
+            if len(out[0]) >= chunk:
                 yield out
-                out = []
-        if out:
+                out = ([], [], [], [])
+        if out[0]:
             yield out
 
     def results_of(self, step: str, seq: int) -> list[tuple[int, str, str]]:
@@ -1130,16 +1152,32 @@ class ExportJournal:
         self._tx([("insert or replace into export_meta values ('first_part', ?)",
                    (str(number),))])
 
-    def plan(self, ranges: Iterable[tuple[str, int, int]], total: int,
+    def plan(self, ranges: Iterable[tuple[str, int, int]], total: int | None,
              density: float | None) -> None:
-        """The first ranges (kind, lo, hi), the records to read (`total`) and how densely
-        they fill the id space, together with the end of planning."""
-        meta = [("total", str(total)), ("state", ExportState.RUNNING.value)]
-        if density is not None:
-            meta.append(("density", str(density)))
+        """The first ranges (kind, lo, hi), the records to read (`total`, None: not known
+        yet) and how densely they fill the id space, together with the end of planning."""
         self._tx([*(("insert into export_ranges (kind, lo, hi, state) values (?, ?, ?, ?)",
                      (*r, RangeState.OPEN.value)) for r in ranges),
-                  *(("insert or replace into export_meta values (?, ?)", m) for m in meta)])
+                  *self._bounds_meta(total, density),
+                  ("insert or replace into export_meta values ('state', ?)",
+                   (ExportState.RUNNING.value,))])
+
+    @staticmethod
+    def _bounds_meta(total: int | None, density: float | None
+                     ) -> list[tuple[str, Sequence[Any]]]:
+        meta = [] if total is None else [("total", str(total))]
+        if density is not None:
+            meta.append(("density", str(density)))
+        return [("insert or replace into export_meta values (?, ?)", m) for m in meta]
+
+    def bound(self, ends: Iterable[tuple[int, int]], total: int,
+              density: float | None) -> None:
+        """The probes found where the ids end (after planning, while the list cursor
+        reads): each (range id, hi) cuts a range over the whole id space down to `hi`,
+        with the records to read and their density, in one transaction."""
+        self._tx([*(("update export_ranges set hi=? where id=?", (hi, rid))
+                    for rid, hi in ends),
+                  *self._bounds_meta(total, density)])
 
     def finish(self) -> None:
         """The export is complete: the next one with this journal starts afresh."""
@@ -1152,12 +1190,14 @@ class ExportJournal:
                     "select id, kind, lo, hi, cursor, after, state from export_ranges "
                     "order by lo")]
 
-    def split(self, range_id: int, mid: int, new_id: int) -> None:
-        """Cut range `range_id` at `mid`: it keeps [lo, mid), a new search range `new_id`
-        takes [mid, hi)."""
+    def split(self, range_id: int, mid: int, new_id: int, kind: str = "search",
+              after: str | None = None) -> None:
+        """Cut range `range_id` at `mid`: it keeps [lo, mid), a new range `new_id` takes
+        [mid, hi), read by `kind` (list: from the list cursor's paging token `after`)."""
         self._tx([
-            ("insert into export_ranges (id, kind, lo, hi, state) select ?, 'search', ?, hi, ? "
-             "from export_ranges where id=?", (new_id, mid, RangeState.OPEN.value, range_id)),
+            ("insert into export_ranges (id, kind, lo, hi, after, state) "
+             "select ?, ?, ?, hi, ?, ? from export_ranges where id=?",
+             (new_id, kind, mid, after, RangeState.OPEN.value, range_id)),
             ("update export_ranges set hi=? where id=?", (mid, range_id))])
 
     def advance(self, range_id: int, cursor: int | None, after: str | None, done: bool,

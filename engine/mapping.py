@@ -11,9 +11,25 @@ Mapping file::
     "Stage" = { property = "lifecyclestage" }
     "Interests" = { property = "interests", checkbox = "append", separators = ",;" }
     "Birthday" = { property = "date_of_birth", date_order = "DMY", empty = "clear" }
+    "Notes" = { property = "notes", trim = false }
+
+    [columns."Lifecycle Stage"]
+    property = "lifecyclestage"
+    values = { MQL = "marketingqualifiedlead", SQL = "salesqualifiedlead" }
 
     [constants]
     hs_lead_status = "NEW"
+
+    [values.industry]   # run-wide, for every column mapped to the property
+    IT = "Information Technology and Services"
+
+Values are trimmed of surrounding whitespace before anything else; `trim = false` keeps a
+text value as it is. A value map (`values` of a column, or `[values.<property>]` for every
+column feeding that property; the column's own entries win) replaces a whole value, its key
+matched after trimming and ignoring case; for a multi-checkbox it replaces each item. What
+it gives then goes through the property's usual rule (so it may be an option's label), and
+a map to `""` makes the value empty. A target the property would refuse is a `ConfigError`
+when the plan is built (normalize.expressions).
 
 Columns named `hsbulk_*` are hsbulk's own (the reasons a rejects file adds to each row, so
 that a fixed rejects file imports again with the same command): they are never matched to
@@ -26,7 +42,7 @@ from __future__ import annotations
 import builtins
 import difflib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -38,13 +54,40 @@ DateOrder = Literal["YMD", "DMY", "MDY"]
 CheckboxMode = Literal["replace", "append"]
 EmptyMode = Literal["skip", "clear"]
 
-_COLUMN_OPTION_KEYS = frozenset({"property", "checkbox", "separators", "date_order", "empty"})
+_COLUMN_OPTION_KEYS = frozenset({"property", "checkbox", "separators", "date_order", "empty",
+                                 "trim", "values"})
+_FILE_SECTIONS = ("columns", "constants", "values")
 RESERVED_PREFIX = "hsbulk_"
 
 
 def is_reserved(column: str) -> bool:
     """An `hsbulk_*` column: hsbulk's own annotation, never a property's value."""
     return column.strip().lower().startswith(RESERVED_PREFIX)
+
+
+@dataclass(frozen=True, slots=True)
+class ValueMap:
+    """Source values -> property values: (key as written, value); keys match trimmed and
+    ignoring case (`lookup`)."""
+
+    pairs: tuple[tuple[str, str], ...]
+    origin: str = field(default="", compare=False, repr=False)  # where errors point
+
+    @builtins.property
+    def lookup(self) -> dict[str, str]:
+        return {fold_key(key): value for key, value in self.pairs}
+
+    def merged(self, own: ValueMap | None) -> ValueMap:
+        """This (run-wide) map under a column's `own` entries."""
+        if own is None:
+            return self
+        keyed = {fold_key(k): (k, v) for k, v in (*self.pairs, *own.pairs)}
+        return ValueMap(tuple(keyed.values()), own.origin)
+
+
+def fold_key(key: str) -> str:
+    """How a value map's keys and the values they match are compared."""
+    return key.strip().lower()
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +98,8 @@ class ColumnOptions:
     separators: str | None = None
     date_order: DateOrder | None = None
     empty: EmptyMode | None = None
+    trim: bool = True
+    values: ValueMap | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,13 +167,49 @@ def _choice(value: Any, allowed: tuple[str, ...], what: str, where: str) -> Any:
     return value
 
 
-def load_mapping_file(path: Path) -> tuple[list[tuple[str, str, ColumnOptions]], dict[str, str]]:
-    """Read a mapping TOML file: ([(column, property, options)], {property: constant})."""
+def _plain(value: Any) -> str | None:
+    """A TOML scalar as the text a cell would hold (None: not a plain value)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value) if isinstance(value, str | int | float) else None
+
+
+def value_map(table: Any, where: str, origin: str | None = None) -> ValueMap:
+    """`{ MQL = "marketingqualifiedlead", ... }` -> a `ValueMap` (no two keys alike once
+    folded); `where` names it in errors now, `origin` (default `where`) when the plan
+    checks its targets."""
+    if not isinstance(table, dict) or not table:
+        raise ConfigError(f"{where}: values must be a table such as "
+                          "{ MQL = \"marketingqualifiedlead\" }")
+    pairs: dict[str, tuple[str, str]] = {}
+    for key, target in table.items():
+        text = _plain(target)
+        if text is None:
+            raise ConfigError(f"{where}: value map {key!r} must give a plain value")
+        folded = fold_key(key)
+        if pairs.get(folded, (key, text))[1] != text:
+            raise ConfigError(f"{where}: value map gives {key!r} two values "
+                              "(keys are matched ignoring case and surrounding spaces)")
+        pairs[folded] = (key, text)
+    return ValueMap(tuple(pairs.values()), where if origin is None else origin)
+
+
+@dataclass(frozen=True, slots=True)
+class MappingFile:
+    """A mapping file's sections: columns, constants and run-wide value maps by property."""
+
+    columns: tuple[tuple[str, str, ColumnOptions], ...] = ()
+    constants: tuple[tuple[str, str], ...] = ()
+    values: tuple[tuple[str, ValueMap], ...] = ()
+
+
+def load_mapping_file(path: Path) -> MappingFile:
+    """Read a mapping TOML file (see the module docstring)."""
     data = load_toml(path, "mapping file")
-    unknown = set(data) - {"columns", "constants"}
+    unknown = set(data) - set(_FILE_SECTIONS)
     if unknown:
         raise ConfigError(f"mapping file {path}: unknown section(s) {sorted(unknown)}; "
-                          "expected [columns] and [constants]")
+                          "expected [columns], [constants] and [values.<property>]")
     columns: list[tuple[str, str, ColumnOptions]] = []
     for column, value in (data.get("columns") or {}).items():
         where = f"mapping file {path}, column {column!r}"
@@ -141,24 +222,37 @@ def load_mapping_file(path: Path) -> tuple[list[tuple[str, str, ColumnOptions]],
         if extra:
             raise ConfigError(f"{where}: unknown option(s) {sorted(extra)}; "
                               f"allowed: {sorted(_COLUMN_OPTION_KEYS)}")
-        separators = value.get("separators")
-        if separators is not None and (not isinstance(separators, str) or not separators):
-            raise ConfigError(f"{where}: separators must be a non-empty string such as \";,|\"")
-        options = ColumnOptions(
-            checkbox=_choice(value.get("checkbox"), get_args(CheckboxMode), "checkbox", where),
-            separators=separators,
-            date_order=_choice(value.get("date_order"), get_args(DateOrder), "date_order", where),
-            empty=_choice(value.get("empty"), get_args(EmptyMode), "empty", where),
-        )
-        columns.append((column, value["property"], options))
+        columns.append((column, value["property"], _column_options(value, where, path)))
     constants: dict[str, str] = {}
     for prop, value in (data.get("constants") or {}).items():
-        if isinstance(value, bool):
-            value = "true" if value else "false"
-        if not isinstance(value, str | int | float):
+        text = _plain(value)
+        if text is None:
             raise ConfigError(f"mapping file {path}: constant {prop!r} must be a plain value")
-        constants[prop] = str(value)
-    return columns, constants
+        constants[prop] = text
+    values = data.get("values") or {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"mapping file {path}: [values] holds one table per property")
+    return MappingFile(tuple(columns), tuple(constants.items()),
+                       tuple((prop, value_map(table, f"mapping file {path}, [values.{prop}]"))
+                             for prop, table in values.items()))
+
+
+def _column_options(value: dict[str, Any], where: str, path: Path) -> ColumnOptions:
+    separators = value.get("separators")
+    if separators is not None and (not isinstance(separators, str) or not separators):
+        raise ConfigError(f"{where}: separators must be a non-empty string such as \";,|\"")
+    trim = value.get("trim", True)
+    if not isinstance(trim, bool):
+        raise ConfigError(f"{where}: trim must be true or false, not {trim!r}")
+    return ColumnOptions(
+        checkbox=_choice(value.get("checkbox"), get_args(CheckboxMode), "checkbox", where),
+        separators=separators,
+        date_order=_choice(value.get("date_order"), get_args(DateOrder), "date_order", where),
+        empty=_choice(value.get("empty"), get_args(EmptyMode), "empty", where),
+        trim=trim,
+        values=(value_map(value["values"], where, f"mapping file {path}")
+                if "values" in value else None),
+    )
 
 
 def suggest(name: str, schema: Schema, limit: int = 3) -> list[str]:
@@ -207,10 +301,12 @@ def resolve_mapping(spec: MappingSpec, headers: Iterable[str], schema: Schema) -
 
     Raises `ConfigError` (before anything is sent) for a column not in the file, a property
     that is unknown, read-only or calculated (unless `ignore_unknown`), two columns feeding
-    one property, or unmapped columns under `strict_columns`.
+    one property, or unmapped columns under `strict_columns`. Run-wide value maps
+    (`[values.<property>]`) go to every column target of their property.
     """
     headers = list(headers)
-    explicit, constants = _explicit_entries(spec)
+    entries = _explicit_entries(spec)
+    explicit = entries.columns
     found = _Resolution(spec, schema)
     for column, prop_name, options in explicit:
         problem = _column_problem(column, headers, spec.reserved)
@@ -218,7 +314,7 @@ def resolve_mapping(spec: MappingSpec, headers: Iterable[str], schema: Schema) -
             found.errors.append(problem)
         else:
             found.add(Target(prop_name, column=column, options=options), f"column {column!r}")
-    for prop_name, value in constants.items():
+    for prop_name, value in entries.constants:
         found.add(Target(prop_name, constant=value), f"constant {value!r}")
     unmapped = found.match_headers(headers, {c for c, _, _ in explicit})
     if spec.strict_columns and unmapped:
@@ -230,19 +326,30 @@ def resolve_mapping(spec: MappingSpec, headers: Iterable[str], schema: Schema) -
     position = {h: i for i, h in enumerate(headers)}
     targets = sorted(found.targets, key=lambda t: position.get(t.column, len(position))
                      if t.column is not None else len(position))
+    run_wide = dict(entries.values)
+    targets = [_with_value_map(t, run_wide.get(t.property)) for t in targets]
     return ResolvedMapping(tuple(targets), tuple(unmapped), tuple(found.ignored),
                            tuple(h for h in headers if h in spec.reserved), tuple(found.notes))
 
 
-def _explicit_entries(spec: MappingSpec) -> tuple[list[tuple[str, str, ColumnOptions]],
-                                                   dict[str, str]]:
-    """The pairs, then the mapping file's columns not already paired; its constants."""
-    explicit = [(c, p, ColumnOptions()) for c, p in spec.pairs]
+def _explicit_entries(spec: MappingSpec) -> MappingFile:
+    """The pairs, then the mapping file's columns not already paired; its constants and
+    run-wide value maps."""
+    explicit = tuple((c, p, ColumnOptions()) for c, p in spec.pairs)
     if spec.file is None:
-        return explicit, {}
-    file_columns, constants = load_mapping_file(spec.file)
+        return MappingFile(explicit)
+    loaded = load_mapping_file(spec.file)
     seen = {c for c, _, _ in explicit}
-    return explicit + [entry for entry in file_columns if entry[0] not in seen], constants
+    return MappingFile(explicit + tuple(e for e in loaded.columns if e[0] not in seen),
+                       loaded.constants, loaded.values)
+
+
+def _with_value_map(target: Target, run_wide: ValueMap | None) -> Target:
+    """`target` with the run-wide value map of its property under its own entries."""
+    if run_wide is None or target.column is None:
+        return target
+    options = replace(target.options, values=run_wide.merged(target.options.values))
+    return replace(target, options=options)
 
 
 def _column_problem(column: str, headers: list[str], reserved: frozenset[str]) -> str | None:

@@ -24,6 +24,22 @@ one that is ambiguous (autumn) is read as the earlier instant (summer time).
 
 A value holding a NUL character is invalid for every property type (HubSpot cannot store
 it; a source keeps it as read so that it is reported, never sent): INVALID_CHARACTER.
+
+Cleaning, before any rule: every value is trimmed of surrounding whitespace (spaces, tabs,
+NBSP, U+202F...; a column's `trim = false` keeps a text value as it is) and what is then
+empty is empty (see `empty`); then the column's value map, if any (mapping.ValueMap), turns
+a whole value (a multi-checkbox's each item) into the text the rule reads. Then by property:
+
+- e-mails: HubSpot has no e-mail type (`email` is a string/text property), so a string
+  property is an e-mail when it is named `email` or `*_email` (`work_email`): checked with
+  `values.EMAIL_PATTERN` (INVALID_EMAIL, never sent to draw a server error) and sent
+  lower-cased, as HubSpot compares e-mails ignoring case;
+- domains: `domain` and `hs_additional_domains` (a `;` list) lose scheme, `www.`, port, path
+  and case (`values.clean_domain`); a value with no host left is INVALID_DOMAIN. `website`
+  is a URL and stays as given;
+- numbers: a currency symbol or code (`€ 4.000`, `4 000,50 EUR`, `-$12`), before or after,
+  is dropped, then separators are read by `thousands`/`decimal` (NBSP and U+202F count as a
+  space separator).
 """
 
 from __future__ import annotations
@@ -31,15 +47,24 @@ from __future__ import annotations
 import re
 import zoneinfo
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal, get_args
 
 import polars as pl
 
 from engine.errors import ConfigError
-from engine.mapping import CheckboxMode, DateOrder, EmptyMode, ResolvedMapping, Target
+from engine.mapping import (
+    CheckboxMode,
+    ColumnOptions,
+    DateOrder,
+    EmptyMode,
+    ResolvedMapping,
+    Target,
+    ValueMap,
+)
 from engine.schema import Property, Schema
 from engine.source import SOURCE_ROW
+from engine.values import EMAIL_PATTERN, clean_domain
 
 DatesMode = Literal["iso", "epoch-ms"]
 OnInvalid = Literal["reject-row", "drop-field"]
@@ -373,6 +398,13 @@ def _datetime_rule(steps: _Steps, t: pl.Expr, prop: Property, order: DateOrder |
 
 
 _CANONICAL_NUMBER = r"^-?(?:0|[1-9]\d*)(?:\.\d*[1-9])?$"
+_CURRENCY_CODES = ("EUR|USD|GBP|CHF|JPY|CNY|CAD|AUD|NZD|SEK|NOK|DKK|PLN|CZK|HUF|INR|BRL|MXN|"
+                   "ZAR|HKD|SGD|KRW|RUB|TRY|ILS|AED")
+# a symbol (US$, C$ and the like too) or an ISO code in any case, as a word of its own
+_CURRENCY = rf"(?:(?i:\b(?:{_CURRENCY_CODES})\b)|[A-Z]{{0,2}}[€$£¥₹₩₽₺₪₫₴₱฿¢])"
+_CURRENCY_HEAD = rf"^([+-]?)\s*{_CURRENCY}\s*"
+_CURRENCY_TAIL = rf"\s*{_CURRENCY}$"
+_SPACES = "[\u00a0\u202f\u2009\u2007]"  # no-break and thin spaces: a space separator
 
 
 def _number_tiers(t: pl.Expr, thousands: str, decimal: str) -> tuple[pl.Expr, ...]:
@@ -413,14 +445,20 @@ def _number_cleaned(rest: pl.Expr, thousands: str, decimal: str) -> pl.Expr:
     return rest
 
 
+def _without_currency(e: pl.Expr, thousands: str) -> pl.Expr:
+    """`€ 4.000` -> `4.000`, `-$12` -> `-12`, `4 000,50 EUR` -> `4 000,50`."""
+    e = e.str.replace(_CURRENCY_HEAD, "${1}").str.replace(_CURRENCY_TAIL, "")
+    return e.str.replace_all(_SPACES, " ") if thousands == " " else e
+
+
 def _number(steps: _Steps, t: pl.Expr, thousands: str, decimal: str) -> pl.Expr:
     """Canonical decimal text; most values are already canonical and pay one regex."""
     if decimal == "." and thousands != ".":
         done = steps.add("q", pl.when(t.str.contains(_CANONICAL_NUMBER)).then(t))
     else:
         done = steps.add("q", pl.lit(None, dtype=pl.String))
-    cleaned = steps.add("qc", _number_cleaned(pl.when(done.is_null()).then(t), thousands,
-                                              decimal))
+    plain = _without_currency(pl.when(done.is_null()).then(t), thousands)
+    cleaned = steps.add("qc", _number_cleaned(plain, thousands, decimal))
     done = steps.add("qd", pl.coalesce(done, pl.when(cleaned.str.contains(_CANONICAL_NUMBER))
                                        .then(cleaned)))
     rest = pl.when(done.is_null()).then(cleaned).str.replace_all(r"\s", "")
@@ -479,6 +517,35 @@ def _split_regex(separators: str) -> str:
     return f"[{escaped}]"
 
 
+def _multi_rule(steps: _Steps, t: pl.Expr, prop: Property, col_opts: ColumnOptions,
+                options: NormalizeOptions) -> tuple[pl.Expr, pl.Expr, pl.Expr, pl.Expr]:
+    """Multi-checkbox: items split on any separator, each an option value (or label)."""
+    separators = _split_regex(col_opts.separators or options.separators)
+    # One regex turns every run of separators (and the spaces around them) into \x1f.
+    joined_raw = (t.str.replace_all(rf"\s*(?:{separators}\s*)+", "\x1f")
+                  .str.strip_chars(" \x1f"))
+    items = steps.add("l", pl.when(joined_raw != "").then(joined_raw).str.split("\x1f"))
+    if col_opts.values is not None:  # each item, then drop the ones mapped to nothing
+        items = steps.add("lm", items.list.eval(
+            _mapped(pl.element(), col_opts.values)).list.eval(
+            pl.element().filter(pl.element() != "")))
+        items = steps.add("lx", pl.when(items.list.len() > 0).then(items))
+    mapped = items if prop.external_options else items.list.eval(
+        _to_option(pl.element(), prop))
+    # join(ignore_nulls=False) is null as soon as one item is not an option.
+    joined = steps.add("lj", mapped.list.unique(maintain_order=True)
+                       .list.join(";", ignore_nulls=False))
+    prefix = ";" if (col_opts.checkbox or options.checkbox) == "append" else ""
+    out = pl.lit(prefix) + joined if prefix else joined
+    bad = items.is_not_null() & joined.is_null()
+    code = pl.lit("INVALID_OPTION")
+    unknown = items.list.eval(
+        pl.element().filter(_to_option(pl.element(), prop).is_null())).list.join("', '")
+    message = pl.concat_str(pl.lit("'"), unknown,
+                            pl.lit(f"' not an option of {prop.name}; {_options_hint(prop)}"))
+    return out, bad, code, message
+
+
 def _build_rule(i: int, target: Target, prop: Property, options: NormalizeOptions) -> _Rule:
     raw = (pl.col(target.column) if target.column is not None
            else pl.lit(target.constant, dtype=pl.String))
@@ -486,11 +553,23 @@ def _build_rule(i: int, target: Target, prop: Property, options: NormalizeOption
     order = col_opts.date_order or options.date_order
     empty = col_opts.empty or options.empty
     steps = _Steps(i)
-    stripped = raw if prop.type == "string" else raw.str.strip_chars()
-    t = steps.add("t", pl.when(stripped != "").then(stripped))
+    email = is_email(prop)  # trimmed by its rule, only where the common case fails
+    as_given = prop.type == "string" and (email or not col_opts.trim)
+    cell = raw if as_given else raw.str.strip_chars()
+    if col_opts.values is not None and not prop.is_multi:
+        cell = _mapped(cell, col_opts.values)
+    t = steps.add("t", cell.replace("", None))  # (a when/then would strip twice)
     bad: pl.Expr | None = None
     tiers: tuple[pl.Expr, ...] = ()
-    if prop.type == "date":
+    out: pl.Expr
+    if email:
+        address = steps.add("e", t.str.strip_chars().replace("", None)) if col_opts.trim else t
+        out, code, message = _email_rule(address, prop)
+        tiers = (pl.when(t.str.contains(_LOWER_EMAIL)).then(t), _email_rule(t, prop)[0])
+        bad = address.is_not_null() & pl.col(f"__o{i}").is_null()
+    elif prop.type == "string" and prop.name in _DOMAIN_PROPERTIES:
+        out, code, message = _domain_rule(steps, t, prop)
+    elif prop.type == "date":
         out, code, message = _date_rule(steps, t, prop, order, options.dates)
         tiers = _date_tiers(t, order, options.dates)
     elif prop.type == "datetime":
@@ -514,24 +593,7 @@ def _build_rule(i: int, target: Target, prop: Property, options: NormalizeOption
                                      f"separator {thousands} between groups of 3 digits), "
                                      "e.g. 1234.5 or 1.5e3")
     elif prop.is_multi:
-        separators = _split_regex(col_opts.separators or options.separators)
-        # One regex turns every run of separators (and the spaces around them) into \x1f.
-        joined_raw = (t.str.replace_all(rf"\s*(?:{separators}\s*)+", "\x1f")
-                      .str.strip_chars(" \x1f"))
-        items = steps.add("l", pl.when(joined_raw != "").then(joined_raw).str.split("\x1f"))
-        mapped = items if prop.external_options else items.list.eval(
-            _to_option(pl.element(), prop))
-        # join(ignore_nulls=False) is null as soon as one item is not an option.
-        joined = steps.add("lj", mapped.list.unique(maintain_order=True)
-                           .list.join(";", ignore_nulls=False))
-        prefix = ";" if (col_opts.checkbox or options.checkbox) == "append" else ""
-        out = pl.lit(prefix) + joined if prefix else joined
-        bad = items.is_not_null() & joined.is_null()
-        code = pl.lit("INVALID_OPTION")
-        unknown = items.list.eval(
-            pl.element().filter(_to_option(pl.element(), prop).is_null())).list.join("', '")
-        message = pl.concat_str(pl.lit("'"), unknown,
-                                pl.lit(f"' not an option of {prop.name}; {_options_hint(prop)}"))
+        out, bad, code, message = _multi_rule(steps, t, prop, col_opts, options)
     elif prop.type == "enumeration":
         out = t if prop.external_options else _to_option(t, prop, steps)
         code = pl.lit("INVALID_OPTION")
@@ -551,12 +613,56 @@ def _build_rule(i: int, target: Target, prop: Property, options: NormalizeOption
                  tiers=tiers, by_value=prop.type != "string")
 
 
+_DOMAIN_PROPERTIES = ("domain", "hs_additional_domains")
+# The common e-mail: lower-case ASCII that EMAIL_PATTERN takes, so sent as it is (a subset of
+# EMAIL_PATTERN: a fast path that skips lower-casing, never a second definition).
+_LOWER_LABEL = r"[a-z0-9](?:[a-z0-9\-]*[a-z0-9])?"
+_LOWER_EMAIL = rf"^[a-z0-9._+\-]+@{_LOWER_LABEL}(?:\.{_LOWER_LABEL})+$"
+
+
+def is_email(prop: Property) -> bool:
+    """A string property that holds an e-mail address (see the module docstring)."""
+    return prop.type == "string" and (prop.name == "email" or prop.name.endswith("_email"))
+
+
+def _mapped(e: pl.Expr, values: ValueMap) -> pl.Expr:
+    """`e` through a value map: keys match trimmed and ignoring case; others stay as they are."""
+    return e.str.strip_chars().str.to_lowercase().replace_strict(
+        values.lookup, default=e, return_dtype=pl.String)
+
+
+def _email_rule(address: pl.Expr, prop: Property) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
+    """Lower-cased when valid. A valid address holds no whitespace, so one already trimmed
+    (the common case) is taken as is by the first tier: only the others pay for a trim."""
+    out = pl.when(address.str.contains(EMAIL_PATTERN)).then(address.str.to_lowercase())
+    message = _value_msg("'", address, f"' is not a valid e-mail address for {prop.name}: "
+                                       "use name@example.com")
+    return out, pl.lit("INVALID_EMAIL"), message
+
+
+def _domain_rule(steps: _Steps, t: pl.Expr, prop: Property) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
+    """Host names without scheme, `www.`, port, path or case; a `;` list for additional
+    domains (each cleaned, empty ones and repeats dropped)."""
+    if prop.name == "domain":
+        host = steps.add("h", clean_domain(t))
+        out = pl.when(host != "").then(host)
+    else:
+        hosts = steps.add("h", t.str.split(";").list.eval(
+            clean_domain(pl.element())).list.eval(pl.element().filter(pl.element() != ""))
+            .list.unique(maintain_order=True))
+        out = pl.when(hosts.list.len() > 0).then(hosts.list.join(";"))
+    message = _value_msg("'", t, f"' holds no domain name for {prop.name}: "
+                                 "use a host name such as example.com")
+    return out, pl.lit("INVALID_DOMAIN"), message
+
+
 def expressions(schema: Schema, mapping: ResolvedMapping,
                 options: NormalizeOptions | None = None) -> NormalizePlan:
     """Build the normalisation plan for one object from its schema and the mapping.
 
     Raises `ConfigError` for a target that is not a writable property, for an invalid
-    constant, and (with object rules on) when contacts map none of email/firstname/lastname.
+    constant or value map target, and (with object rules on) when contacts map none of
+    email/firstname/lastname.
     """
     options = options or NormalizeOptions()
     rules: list[_Rule] = []
@@ -565,6 +671,7 @@ def expressions(schema: Schema, mapping: ResolvedMapping,
         if prop is None or not prop.is_writable:
             raise ConfigError(f"property {target.property!r} of {schema.object_type} is not "
                               "a writable property")
+        _check_value_map(target, prop, options)
         rules.append(_build_rule(i, target, prop, options))
     required: tuple[str, ...] = ()
     if options.object_rules and schema.object_type.name in REQUIRED_ANY:
@@ -577,6 +684,27 @@ def expressions(schema: Schema, mapping: ResolvedMapping,
                                              if t.column is not None)))
     _check_constants(plan)
     return plan
+
+
+def _check_value_map(target: Target, prop: Property, options: NormalizeOptions) -> None:
+    """Every value a column's map gives must be one its property takes (as a cell would)."""
+    values = target.options.values
+    if values is None or target.column is None:
+        return
+    given = [(key, value) for key, value in values.pairs if value.strip()]
+    if not given:
+        return
+    bare = replace(target, options=replace(target.options, values=None))
+    rule = _build_rule(0, bare, prop, options)
+    probe = pl.DataFrame({SOURCE_ROW: range(len(given)), target.column: [v for _, v in given]},
+                         schema={SOURCE_ROW: pl.Int64, target.column: pl.String})
+    work = _evaluate_lazy(probe.lazy(), [rule]).with_columns(rule.message.alias("__m")).collect()
+    problems = [f"value map {key!r} -> {value!r}: {message}"
+                for (key, value), bad, message in zip(given, work[rule.b], work["__m"],
+                                                      strict=True) if bad]
+    if problems:
+        raise ConfigError(f"{values.origin or 'value map'}, column {target.column!r}: "
+                          + "; ".join(problems))
 
 
 def _check_constants(plan: NormalizePlan) -> None:

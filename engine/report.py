@@ -9,7 +9,10 @@ File contracts:
 * results: `source_row`, the natural key, `id`, `action`. The key column is named after
   the property that identifies records in the journal (`email` for `--id-property email`,
   `hs_object_id` for updates by record id, the import key property for creates without
-  `--id-property`), or `key` where that name would clash with another column.
+  `--id-property`), or `key` where that name would clash with another column. Actions:
+  `created`, `updated`, `unchanged`, `archived` (`--mode archive`), and `skipped` for a
+  row another row of its key stood for (`--duplicates first|last`; its `id` is the record
+  that row wrote). A skipped row is not in the rejects file.
 * rejects: `hsbulk_source_row`, `hsbulk_column`, `hsbulk_value`, `hsbulk_code`,
   `hsbulk_message`, then the rejected row's original columns, so that a fixed rejects file
   imports again with the same command (`hsbulk_*` columns are never mapped to properties,
@@ -55,12 +58,15 @@ REJECTS_FILE_SCHEMA: dict[str, pl.DataType] = {REJECT_COLUMNS[name]: dtype
                                                for name, dtype in REJECT_FIELDS.items()}
 
 
-def results_frame(rows: Iterable[Sequence[Any]], key_property: str) -> pl.DataFrame:
-    """(source_row, key, id, action) rows -> the results file's frame (see the docstring)."""
+def results_frame(chunks: Iterable[Sequence[list[Any]]], key_property: str) -> pl.DataFrame:
+    """Chunks of columns (source_row, key, id, action) -> the results file's frame (see the
+    docstring); built a column at a time (a tuple per row costs ten times as much)."""
     key = key_property if key_property not in RESULT_SCHEMA else "key"
     schema: dict[str, pl.DataType] = {SOURCE_ROW: pl.Int64(), key: pl.String(),
                                       "id": pl.String(), "action": pl.String()}
-    return frame_of(rows, schema)
+    frames = [pl.DataFrame([pl.Series(name, column, dtype=dtype) for (name, dtype), column
+                            in zip(schema.items(), chunk, strict=True)]) for chunk in chunks]
+    return pl.concat(frames) if frames else pl.DataFrame(schema=schema)
 
 
 def rejects_frame(rejects: pl.DataFrame, originals: pl.DataFrame | None = None
@@ -91,7 +97,9 @@ def frame_of(rows: Iterable[Sequence[Any]], schema: dict[str, pl.DataType]) -> p
 
 @dataclass(slots=True)
 class Summary:
-    """The run's account. Invariant: rows_read = created + updated + unchanged + rejected."""
+    """The run's account. Invariant: rows_read = created + updated + unchanged + rejected
+    + skipped (+ archived in archive mode: a row per record archived; with `--mirror`,
+    `archived` counts records absent from the input, not rows)."""
 
     step: str
     object: str
@@ -103,7 +111,9 @@ class Summary:
     rejected: int = 0
     changed: int = 0  # --delta: rows sent because they differ from the state (of updated)
     new: int = 0  # --delta: rows whose key the state did not hold
-    archived: int = 0  # --delta --mirror: records archived (absent from the input)
+    archived: int = 0  # --mode archive: rows archived; --delta --mirror: records archived
+    # because the input no longer holds them
+    skipped: int = 0  # --duplicates first|last: rows another row of their key stood for
     drifted: int = 0  # --delta --verify-sample: records edited in HubSpot, re-sent
     associations: int = 0
     association_rejects: int = 0
@@ -121,7 +131,9 @@ class Summary:
 
     @property
     def balanced(self) -> bool:
-        return self.rows_read == self.created + self.updated + self.unchanged + self.rejected
+        archived = self.archived if self.mode == "archive" else 0
+        return self.rows_read == (self.created + self.updated + self.unchanged + archived
+                                  + self.rejected + self.skipped)
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -132,8 +144,8 @@ class Summary:
 def write_summary(path: Path, summaries: Sequence[Summary], **extra: Any) -> None:
     totals = {key: sum(getattr(s, key) for s in summaries)
               for key in ("rows_read", "created", "updated", "unchanged", "rejected",
-                          *DELTA_COUNTS, "associations", "api_calls", "http_429",
-                          "retries")}
+                          "skipped", *DELTA_COUNTS, "associations", "api_calls",
+                          "http_429", "retries")}
     body: dict[str, Any] = {**totals, "steps": [s.as_dict() for s in summaries], **extra}
     if len(summaries) == 1:
         body = {**summaries[0].as_dict(), **extra}
@@ -144,10 +156,10 @@ DELTA_COUNTS = ("changed", "new", "archived", "drifted")
 
 
 def render_summaries(summaries: Sequence[Summary]) -> Table:
-    """One row per step; the unchanged/new/changed/archived/drifted columns when a step
-    counted any (delta runs)."""
+    """One row per step; the unchanged/new/changed/archived/drifted/skipped columns when a
+    step counted any (delta, archive and `--duplicates first|last` runs)."""
     table = Table(title="hsbulk summary")
-    delta = ("unchanged", *DELTA_COUNTS)
+    delta = ("unchanged", *DELTA_COUNTS, "skipped")
     shown = [n for n in delta if any(getattr(s, n) for s in summaries)]
     for name in ("step", "rows", "created", "updated", *shown, "rejected", "associations",
                  "calls", "429s", "time", "rec/s", "state"):

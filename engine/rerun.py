@@ -84,7 +84,8 @@ def _described(spec: ImportSpec) -> dict[str, Any]:
             "conflict": spec.on_conflict, "import_key": spec.import_key,
             "batch": spec.batch_size, "step": spec.step,
             "source": [source.format, source.delimiter, source.quote_char,
-                       source.encoding_errors]}
+                       source.encoding_errors],
+            **({"duplicates": spec.duplicates} if spec.duplicates != "reject" else {})}
 
 
 def _digest(described: Any) -> str:

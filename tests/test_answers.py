@@ -100,3 +100,13 @@ def test_a_result_for_a_row_not_in_this_send_is_ignored():
     answer = read_answer(200, body([result("10", 1), result("99", 7), result("10", 1)]),
                          batch(), [0], "create", KEYS)
     assert answer.sent.results == [(1, "10", "created")]
+
+
+def test_numeric_trace_ids_place_their_rows_like_text_ones():
+    results = [{"id": "10", "objectWriteTraceId": 1}, {"id": "11", "objectWriteTraceId": 2},
+               {"id": "12", "objectWriteTraceId": 3}]
+    answer = read_answer(201, body(results), batch(), [0, 1, 2], "create", KEYS)
+    assert answer.sent.results == [(1, "10", "created"), (2, "11", "created"),
+                                   (3, "12", "created")]
+    assert (answer.sent.rejects, answer.conflicts, answer.resend) == ([], [], [])
+

@@ -22,6 +22,7 @@ from engine.errors import ConfigError
 from engine.exports import ExportSpec, run_export
 from engine.exports.parts import Column, shape_frame
 from engine.exports.plan import IdRange, Planner, SplitLog
+from engine.interrupt import StopRequest
 from engine.journal import ExportJournal, JournalThread
 from engine.sandbox import SandboxSettings, running_sandbox
 
@@ -100,7 +101,7 @@ def read_dataset(folder: Path, fmt: str = "parquet") -> pl.DataFrame:
 
 @pytest.mark.timeout(120)
 async def test_export_reads_every_record_and_edge_once_with_both_readers(tmp_path):
-    rows = 45_000  # the search reader's first piece, 45,000 / 4, is past the cap
+    rows = 45_000
     settings = SandboxSettings(rate_requests=0, search_rate_per_s=None, latency_ms=2)
     async with running_sandbox(settings) as sandbox, Seeder(sandbox.base_url,
                                                             sandbox.token) as seed:
@@ -117,6 +118,8 @@ async def test_export_reads_every_record_and_edge_once_with_both_readers(tmp_pat
         spec = ExportSpec("contacts", tmp_path / "out", associations=("companies",),
                           partitions=1, rows_per_part=4_000, search_chunk=12_000,
                           checkpoint=tmp_path / "export.db")
+        # A list slower than search: the search reader cuts pieces past the cap.
+        sandbox.configure(latency_ms=50, search_latency_ms=2)
         async with client_for(sandbox) as client:
             summary = await run_export(client, spec)
         stored = {int(r["id"]): r["properties"] for r in sandbox.records("contacts")}
@@ -269,16 +272,16 @@ async def test_planner_sizes_pieces_so_search_readers_end_with_the_list_cursor(t
                       clock=lambda: now[0])
     listed = planner.take_list_range()
     assert listed is not None
-    taken = planner.take_search_range()  # no speeds yet: a piece of at most chunk_ids
+    taken = planner.take_search_range()  # no speeds yet: a piece of a few pages
     assert taken is not None and taken[1] is not None
     first = taken[0]
     await splits.record(taken[1])
-    assert (first.lo, first.hi) == (90_000, 100_000)
+    assert (first.lo, first.hi) == (99_000, 100_000)
     # 10 s later: the list read 10,000 records, the search readers 8,000.
     now[0] = 10.0
     planner.count("list", 10_000)
     planner.count("search", 8_000)
-    listed.cursor = 10_000 + 64_000 - 1  # 16,000 ids left below the first piece's lo
+    listed.cursor = first.lo - 16_000 - 1  # 16,000 ids left below the first piece's lo
     taken = planner.take_search_range()
     assert taken is not None and taken[1] is not None
     second = taken[0]
@@ -289,8 +292,8 @@ async def test_planner_sizes_pieces_so_search_readers_end_with_the_list_cursor(t
     assert 2_500 <= second.hi - second.lo <= 400 * 16_000 // 2_200
     journaled = {r.id: (r.lo, r.hi) for r in journal.ranges()}
     assert listed.hi == second.lo and journaled[listed.id] == (0, second.lo)
-    assert journaled[first.id] == (90_000, 100_000)
-    assert journaled[second.id] == (second.lo, 90_000)
+    assert journaled[first.id] == (99_000, 100_000)
+    assert journaled[second.id] == (second.lo, 99_000)
     # With 300 ids left, even one page would outlast the list cursor: no piece at all.
     listed.cursor = listed.hi - 301
     first.cursor, second.cursor = first.hi - 301, second.hi - 301
@@ -391,24 +394,25 @@ async def test_the_list_cursor_takes_the_unread_part_of_a_search_piece_it_reache
         await splits.record(taken[1])
         pieces.append(taken[0])
     (top_piece,), (middle_piece,) = top, middle
-    assert (middle_piece.lo, middle_piece.hi, top_piece.hi) == (80_000, 90_000, 100_000)
-    middle_piece.cursor = 80_399  # its reader has two pages; a third is on its way
-    listed.cursor, listed.closing = 79_999, True  # the list cursor reached it
-    taken = planner.take_unread_above(listed)
+    assert (middle_piece.lo, middle_piece.hi, top_piece.hi) == (98_000, 99_000, 100_000)
+    middle_piece.cursor = 98_399  # its reader has two pages; a third is on its way
+    listed.cursor, listed.closing = 97_999, True  # the list cursor reached it
+    taken = planner.take_unread_above(listed, "token-97999")
     assert taken is not None
     stolen, cut = taken
     await splits.record(cut)
-    assert (stolen.kind, stolen.lo, stolen.hi) == ("list", 80_400, 90_000)
-    assert middle_piece.hi == 80_400  # the late third page is dropped by its reader
-    journaled = {r.id: (r.lo, r.hi) for r in journal.ranges()}
-    assert journaled[middle_piece.id] == (80_000, 80_400)
-    assert journaled[stolen.id] == (80_400, 90_000)
+    assert (stolen.kind, stolen.lo, stolen.hi) == ("list", 98_400, 99_000)
+    assert middle_piece.hi == 98_400  # the late third page is dropped by its reader
+    journaled = {r.id: (r.kind, r.lo, r.hi, r.after) for r in journal.ranges()}
+    assert journaled[middle_piece.id] == ("search", 98_000, 98_400, None)
+    # A resumed export reads it with the list, from the page the list cursor was reading.
+    assert journaled[stolen.id] == ("list", 98_400, 99_000, "token-97999")
     # A piece whose reader has seen its end is skipped; the next one above is taken.
     middle_piece.closing = True
-    stolen.cursor, stolen.closing = 89_999, True
+    stolen.cursor, stolen.closing = 98_999, True
     taken = planner.take_unread_above(stolen)
-    assert taken is not None and (taken[0].lo, taken[0].hi) == (90_000, 100_000)
-    assert top_piece.hi == 90_000 and planner.steals == 2
+    assert taken is not None and (taken[0].lo, taken[0].hi) == (99_000, 100_000)
+    assert top_piece.hi == 99_000 and planner.steals == 2
     journal.close()
 
 
@@ -485,3 +489,75 @@ def test_the_list_cursor_takes_only_what_it_reaches_before_the_search_reader():
     # A search as fast as the list: the list cursor never catches up; nothing is taken.
     planner.count("search", 16_000)
     assert planner.take_unread_above(stolen) is None
+
+
+@pytest.mark.timeout(60)
+async def test_the_list_cursor_reads_at_once_however_slow_the_search(tmp_path):
+    """Searches answer in 3 s, the list in ~5 ms: the list cursor does not wait for the
+    probes (searches) to start reading, so the export ends when the list alone would."""
+    settings = SandboxSettings(rate_requests=0, search_rate_per_s=None, latency_ms=5,
+                               search_latency_ms=3_000)
+    summary, elapsed, _ = await _seeded_export(tmp_path, settings, 6_000, partitions=2)
+    assert summary.records == 6_000 and summary.list_calls >= 60
+    assert elapsed < 2.5, (elapsed, summary)  # the probes alone take 3 s
+
+
+async def test_a_resumed_export_reads_with_the_list_a_range_the_list_cursor_took(tmp_path):
+    """A range the list cursor took from a search reader's piece is journaled as the
+    list's: a resumed export reads it with the list API, not by search."""
+    rows = 3_000
+    async with running_sandbox(SandboxSettings(rate_requests=0, search_rate_per_s=None)
+                               ) as sandbox:
+        async with Seeder(sandbox.base_url, sandbox.token) as seed:
+            await seed.create("contacts", [
+                {"properties": {"email": f"r{i}@example.com"}} for i in range(rows)])
+        ids = sorted(int(r["id"]) for r in sandbox.records("contacts"))
+        spec = ExportSpec("contacts", tmp_path / "out", properties=("email",),
+                          partitions=1, rows_per_part=500, checkpoint=tmp_path / "export.db")
+        stop = StopRequest()
+        stop.request()  # a first run stopped before it read anything: its plan journaled
+        async with client_for(sandbox) as client:
+            assert (await run_export(client, spec, stop=stop)).state == "stopped"
+
+        # What that run would have journaled had it read on: a search reader cut a piece
+        # off the top and read a page of it; the list cursor reached it and took the rest.
+        journal = ExportJournal(tmp_path / "export.db")
+        (planned,) = journal.ranges()
+        end = ids[-1] + 1
+        journal.plan([], rows, 1.0)  # the records and their density known
+        if planned.hi > end:  # nothing lies above the last id
+            journal.split(planned.id, end, planned.id + 1)
+            journal.advance(planned.id + 1, None, None, True, None)
+        ranges = [IdRange.of(r) for r in journal.ranges() if r.id == planned.id]
+        planner = Planner(ranges, next_id=planned.id + 2, chunk_ids=600, min_split=100)
+        splits = SplitLog(journal, JournalThread())
+        listed = planner.take_list_range()
+        taken = planner.take_search_range()
+        assert listed is not None and taken is not None and taken[1] is not None
+        piece = taken[0]
+        await splits.record(taken[1])
+        piece.cursor = piece.lo + 199
+        listed.cursor, listed.closing = piece.lo - 1, True
+        stolen = planner.take_unread_above(listed)
+        assert stolen is not None
+        await splits.record(stolen[1])
+        journal.advance(listed.id, listed.cursor, None, True, None)
+        journal.advance(piece.id, piece.cursor, None, True, None)
+        journal.close()
+        left = [i for i in ids if i >= stolen[0].lo]
+        assert len(left) == 400
+
+        before = sandbox.audit()["calls"]
+        async with client_for(sandbox) as client:
+            summary = await run_export(client, spec)
+        after = sandbox.audit()["calls"]
+
+    def calls(route: str) -> int:
+        return int(after.get(route, {}).get("calls", 0)
+                   - before.get(route, {}).get("calls", 0))
+
+    assert summary.resumed and summary.records == len(left)
+    assert calls("POST /crm/v3/objects/contacts/search") == 0
+    assert calls("GET /crm/v3/objects/contacts") >= len(left) // 100
+    frame = read_dataset(tmp_path / "out" / "contacts")
+    assert sorted(frame["id"].to_list()) == left

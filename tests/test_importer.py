@@ -301,3 +301,19 @@ def test_a_mode_without_its_key_is_refused_in_the_library_s_words(tmp_path, sand
     assert err.startswith("hsbulk: error: mode 'upsert' needs id_property")
     assert "--" not in err and "Traceback" not in err
     assert sandbox.records("contacts") == []
+
+
+def test_an_object_without_unique_properties_is_refused_in_create_mode(
+        tmp_path, sandbox_env, capsys):
+    # notes cannot hold the unique import key that makes a retried create safe: exit 2
+    sandbox = sandbox_env(rate_requests=None)
+    source = write_csv(tmp_path / "notes.csv", ["hs_note_body", "hs_timestamp"],
+                       [["hello", "2024-01-01T00:00:00Z"]])
+    code = main(["import", str(source), "--object", "notes", "--mode", "create",
+                 "--base-url", sandbox.base_url, "--rate", "none", "--quiet",
+                 "--checkpoint", str(tmp_path / "notes.db")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("hsbulk: error: cannot create the unique property") and \
+        err.count("\n") == 1 and "Traceback" not in err
+    assert sandbox.records("notes") == []

@@ -218,3 +218,25 @@ async def test_a_label_whose_creation_answer_was_lost_is_found_not_refused():
     assert kind is not None and kind.category == "USER_DEFINED"
     champion = [r for r in listed["results"] if r.get("label") == "Champion"]
     assert [r["typeId"] for r in champion] == [kind.type_id]  # created once
+
+
+async def test_a_label_starting_with_a_digit_gets_a_name_hubspot_accepts():
+    # 003_b03644bcf593c30d.txt: label names may not start with a digit (the sandbox refuses)
+    from engine.associations import AssociationRule, resolve_type
+    from engine.client import HubSpotClient
+    from engine.config import ClientSettings, Secret
+    from engine.sandbox import SandboxSettings, running_sandbox
+    from engine.schema import canonical_object
+
+    deals, contacts = canonical_object("deals"), canonical_object("contacts")
+    rule = AssociationRule("contacts", contacts, "Buyer Email", "email", label="2nd buyer",
+                           create_label=True)
+    async with running_sandbox(SandboxSettings(rate_requests=0)) as sandbox:
+        settings = ClientSettings(sandbox.base_url, Secret(sandbox.token), rate=None,
+                                  search_rate=None)
+        async with HubSpotClient(settings) as client:
+            kind = await resolve_type(client, deals, contacts, rule)
+            listed = await client.get_json("/crm/v4/associations/deals/contacts/labels")
+    assert kind is not None
+    assert [r["typeId"] for r in listed["results"] if r.get("label") == "2nd buyer"] == [
+        kind.type_id]

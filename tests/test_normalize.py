@@ -120,7 +120,7 @@ def run_one(prop: str, values: list[str | None], column_options: ColumnOptions |
     ("zip", "01234", "01234", {}),
     ("notes_text", "x" * 65_536, "x" * 65_536, {}),
     ("notes_text", "x" * 65_537, "!VALUE_TOO_LONG", {}),
-    ("notes_text", "  padded  ", "  padded  ", {}),
+    ("notes_text", "  padded  ", "padded", {}),  # trimmed unless the column says trim = false
 ])
 def test_value_rules(prop: str, value: str, expected: str, options: dict[str, object]) -> None:
     assert run_one(prop, [value], **options) == [expected]

@@ -29,13 +29,15 @@ def test_rows_sharing_a_key_reach_hubspot_in_file_order(tmp_path, sandbox_env):
     code = main(["import", str(source), "--object", "contacts", "--id-property", "email",
                  *MAPS, "--base-url", sandbox.base_url, "--rate", "none", "--quiet",
                  "--concurrency", "8", "--checkpoint", str(tmp_path / "j.db"),
-                 "--results", str(results)])
+                 "--results", str(results), "--duplicates", "last"])
     assert code == 0
     stored = sandbox.records("contacts")
     assert len(stored) == 400
     assert {r["properties"]["firstname"] for r in stored} == {"New"}
     written = pl.read_csv(results, infer_schema=False)
     assert written.height == 800
+    assert written.get_column("action").value_counts().sort("action").rows() == [
+        ("created", 400), ("skipped", 400)]
 
 
 def test_a_key_repeated_inside_one_batch_is_written_last_value_wins(tmp_path, sandbox_env):
@@ -45,7 +47,7 @@ def test_a_key_repeated_inside_one_batch_is_written_last_value_wins(tmp_path, sa
     source = write_csv(tmp_path / "dup.csv", HEADER, rows)
     code = main(["import", str(source), "--object", "contacts", "--id-property", "email",
                  *MAPS, "--base-url", sandbox.base_url, "--rate", "none", "--quiet",
-                 "--checkpoint", str(tmp_path / "j.db")])
+                 "--checkpoint", str(tmp_path / "j.db"), "--duplicates", "last"])
     assert code == 0
     by_email = {r["properties"]["email"]: r["properties"]["firstname"]
                 for r in sandbox.records("contacts")}
@@ -266,3 +268,26 @@ def test_sigint_and_sigterm_at_random_moments_always_exit_4_and_resume(tmp_path)
         assert (tmp_path / "reports" / "contacts.results.csv").exists()
     finally:
         sandbox.stop()
+
+
+def test_the_handlers_come_back_as_soon_as_a_run_stops_listening():
+    """The event loop leaves SIGTERM at its default (killing the process) when it stops
+    listening; a signal during the loop's teardown must still be remembered, not kill."""
+    import anyio
+
+    from engine.api import guarded
+    from engine.interrupt import PENDING
+
+    async def main_loop() -> object:
+        async def go(stop):
+            return "done"
+        assert await guarded(go, None, True) == "done"
+        return signal.getsignal(signal.SIGTERM)  # still inside the loop: its teardown
+
+    previous = signal.getsignal(signal.SIGTERM)
+    PENDING.install()
+    try:
+        assert anyio.run(main_loop) == PENDING._handle
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, signal.default_int_handler)

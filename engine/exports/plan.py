@@ -1,12 +1,13 @@
 """The id-range planner: which `hs_object_id` range each reader reads next.
 
 The planner is pure (no I/O, no awaits); `SplitLog` journals the splits it decides. A full export
-starts as one range `[min id, max id]` owned by the list cursor, which reads it upwards;
-each search reader cuts a piece off the top of the largest range still open, reads it,
-and cuts the next, so the two budgets meet in the middle and stay busy until the end.
+starts as one range over the whole id space owned by the list cursor, which starts reading
+it upwards at once; once the probes have found where the ids end (`Planner.bound`), each
+search reader cuts a piece off the top of the largest range still open, reads it, and
+cuts the next, so the two budgets meet in the middle and stay busy until the end.
 When the list cursor reaches a piece a search reader has not finished (a slow search),
-it takes the piece's unread part and reads on: a search reader never holds ids the list
-cursor would read sooner.
+it takes the piece's unread part and reads on, from where it gets before the reader's
+next page would land: a search reader never holds ids the list cursor would read sooner.
 An incremental export starts as equal search ranges; an archived one as one list range
 over the whole id space.
 """
@@ -24,6 +25,8 @@ from engine.journal import ExportJournal, ExportRange, JournalThread
 
 ID_SPACE_END = 2**62
 PlannedRange = tuple[str, int, int]  # kind (list | search), lo, hi
+FIRST_PIECE_PAGES = 5  # a piece cut before the readers' speeds are known, in search pages
+PIECE_S = 10.0  # at most this long for its reader to read a piece, at the measured speeds
 
 
 @dataclass(slots=True)
@@ -39,6 +42,7 @@ class IdRange:
     owned: bool = False
     closing: bool = False  # its reader has seen its end: never split it again
     ordered: bool = True  # list ranges: the list came back in ascending id order
+    page_since: float | None = None  # search ranges: when the page in flight was asked for
 
     @classmethod
     def of(cls, r: ExportRange) -> IdRange:
@@ -55,22 +59,23 @@ class IdRange:
 
 @dataclass(frozen=True, slots=True)
 class Cut:
-    """A split the planner made: `victim` keeps [lo, mid), the new range `new_id` [mid, hi)."""
+    """A split the planner made: `victim` keeps [lo, mid), the new range `new_id` [mid, hi),
+    read by `kind` (a list range from the list cursor's paging token `after`)."""
 
     victim: int
     mid: int
     new_id: int
+    kind: str  # list | search
+    after: str | None = None
 
 
-def first_ranges(lo: int, hi: int, partitions: int, *, incremental: bool
-                 ) -> list[PlannedRange]:
-    """The ranges an export starts with over the ids [lo, hi): one list range for a full
-    export (search readers cut pieces from it), equal search ranges for an incremental one."""
-    pieces = max(1, partitions) if incremental else 1
+def incremental_ranges(lo: int, hi: int, partitions: int) -> list[PlannedRange]:
+    """The ranges an incremental export starts with over the ids [lo, hi): equal search
+    ranges (a full export starts as one list range over the whole id space)."""
+    pieces = max(1, partitions)
     width = max(1, -(-(hi - lo) // pieces))
     bounds = [(lo + i * width, min(hi, lo + (i + 1) * width)) for i in range(pieces)]
-    return [("search" if incremental or i else "list", a, b)
-            for i, (a, b) in enumerate(bounds) if a < b]
+    return [("search", a, b) for a, b in bounds if a < b]
 
 
 class Planner:
@@ -102,6 +107,7 @@ class Planner:
         self.clock = clock
         self.started = clock()
         self.read_by = {"list": 0, "search": 0}
+        self.page_s: float | None = None  # how long a search page takes (limiter included)
 
     def __repr__(self) -> str:
         return (f"Planner(ranges={len(self.ranges)}, splits={self.splits}, "
@@ -110,6 +116,23 @@ class Planner:
     def count(self, kind: str, records: int) -> None:
         """A reader of `kind` read `records` more records (feeds the speed estimates)."""
         self.read_by[kind] += records
+
+    def paged(self, took_s: float) -> None:
+        """A search page came back `took_s` after it was asked for (a moving average)."""
+        self.page_s = took_s if self.page_s is None else 0.7 * self.page_s + 0.3 * took_s
+
+    def bound(self, end: int, *, chunk_ids: int, page_ids: int) -> list[tuple[int, int]]:
+        """The probes found where the ids end: no range reaches past `end` any more (nor
+        below what its reader has read), and pieces are sized for the ids' density.
+        Returns the (range id, new hi) to journal."""
+        self.chunk_ids = max(chunk_ids, self.min_split)
+        self.page_ids = max(1, page_ids)
+        ends = []
+        for r in self.ranges:
+            if r.hi > end:
+                r.hi = max(end, r.start)
+                ends.append((r.id, r.hi))
+        return ends
 
     def speeds(self) -> tuple[float, float] | None:
         """Records/s of the list cursor and of all search readers, once measurable."""
@@ -121,17 +144,25 @@ class Planner:
     def piece(self, victim: IdRange) -> int:
         """How many ids an idle search reader should cut from the top of `victim` (0: none)."""
         remaining = victim.remaining
-        share = remaining // (2 * (self.readers + 1))
-        floor = self.min_split
+        # Speeds unknown: a few pages (fewer when pages are slow), so that a slow search
+        # holds little of the top.
+        pages = FIRST_PIECE_PAGES if self.page_s is None else max(
+            1, min(FIRST_PIECE_PAGES, int(PIECE_S / max(self.page_s, 1e-3))))
+        share = min(remaining // (2 * (self.readers + 1)), pages * self.page_ids)
+        floor = min(self.min_split, pages * self.page_ids)
         speeds = self.speeds()
         if speeds is not None:
             list_rate, search_rate = speeds
             reading = sum(1 for r in self.ranges if r.kind == "search" and r.owned)
             per_reader = search_rate / (reading + 1)  # the budget shared once this one joins
             owner = list_rate if victim.kind == "list" else per_reader
+            if self.page_s is not None and remaining < owner * self.page_s:
+                return 0  # the victim's reader gets to its end before a page would land
             # Both ends finish together if the piece takes its reader no longer than the
-            # rest of the victim takes everyone else.
-            share = int(remaining * per_reader / (owner + search_rate + per_reader))
+            # rest of the victim takes everyone else; and no piece takes long: what a
+            # reader holds when the list cursor passes it is read twice.
+            share = min(int(remaining * per_reader / (owner + search_rate + per_reader)),
+                        int(per_reader * PIECE_S))
             floor = self.page_ids
             if share < floor // 2:
                 return 0
@@ -170,24 +201,28 @@ class Planner:
         if not size:
             return None
         self.splits += 1
-        return self._cut(victim, victim.hi - size, "search")
+        return self._cut(victim, victim.hi - size, "search", None)
 
-    def _cut(self, victim: IdRange, mid: int, kind: str) -> tuple[IdRange, Cut]:
+    def _cut(self, victim: IdRange, mid: int, kind: str, after: str | None
+             ) -> tuple[IdRange, Cut]:
         """Cut `victim` at `mid`: it keeps [lo, mid), a new range of `kind` takes the top."""
-        cut = Cut(victim.id, mid, self.next_id)
+        cut = Cut(victim.id, mid, self.next_id, kind, after)
         self.next_id += 1
-        new = IdRange(cut.new_id, kind, cut.mid, victim.hi, None, None, owned=True)
+        new = IdRange(cut.new_id, kind, cut.mid, victim.hi, None, after, owned=True)
         victim.hi = cut.mid
         self.ranges.append(new)
         return new, cut
 
-    def take_unread_above(self, r: IdRange) -> tuple[IdRange, Cut] | None:
+    def take_unread_above(self, r: IdRange, after: str | None = None
+                          ) -> tuple[IdRange, Cut] | None:
         """The list cursor has read its range `r` to the end and reads on upwards: it takes
         the top [mid, hi) of the next range above that it reaches before that range's
         search reader would (with the `Cut` to journal before reading it). The range
         keeps [lo, mid), read or still to be read by its reader, which drops any ids of a
         page in flight at or above `mid`. The list cursor pages over every id below `mid`
-        (read by others) and keeps none. None: no range above is worth taking."""
+        (read by others) and keeps none. `after`: the paging token the list cursor asked
+        its current page with, where a resumed export reads the new range from. None: no
+        range above is worth taking."""
         above = sorted((x for x in self.ranges if x is not r and x.lo >= r.hi),
                        key=lambda x: x.lo)
         for victim in above:
@@ -197,14 +232,15 @@ class Planner:
             if mid is None or mid >= victim.hi:
                 continue
             self.steals += 1
-            return self._cut(victim, mid, "list")
+            return self._cut(victim, mid, "list", after)
         return None
 
     def meeting_point(self, at: int, victim: IdRange) -> int | None:
         """Where the list cursor, paging upwards from `at`, meets `victim`'s search reader
         reading upwards from its start (ids are about evenly dense); the unread start
-        itself when the victim has no reader or no speeds are known yet; None when the
-        list cursor never catches up."""
+        itself when the victim has no reader, no speeds are known yet, or the reader's
+        page in flight would land after the list cursor got there; None when the list
+        cursor never catches up."""
         speeds = self.speeds()
         if not victim.owned or speeds is None:
             return victim.start
@@ -213,6 +249,10 @@ class Planner:
         per_reader = search_rate / max(1, reading)
         if per_reader >= list_rate:
             return None
+        if victim.page_since is not None and self.page_s is not None:
+            lands_s = victim.page_since + self.page_s - self.clock()
+            if lands_s > (victim.start - at) / list_rate:
+                return victim.start
         meet = (victim.start * list_rate - at * per_reader) / (list_rate - per_reader)
         return max(victim.start, math.ceil(meet))
 
@@ -237,7 +277,8 @@ class SplitLog:
     async def record(self, cut: Cut) -> None:
         self.pending[cut.victim] = self.pending.get(cut.victim, 0) + 1
         try:
-            await self.thread.call(self.journal.split, cut.victim, cut.mid, cut.new_id)
+            await self.thread.call(self.journal.split, cut.victim, cut.mid, cut.new_id,
+                                   cut.kind, cut.after)
         finally:
             self.pending[cut.victim] -= 1
             self.changed.set()

@@ -80,6 +80,8 @@ class Reading:
     report: Callable[[], None]
     # range id -> the scope of its search page in flight (cancelled once it is not needed)
     pages_out: dict[int, anyio.CancelScope] = field(default_factory=dict)
+    # set once the planner knows where the ids end: search readers cut pieces from then on
+    bounded: anyio.Event = field(default_factory=anyio.Event)
 
     async def close(self, r: IdRange) -> None:
         """`r`'s reader has seen its end: no more splits; wait for those on their way."""
@@ -95,6 +97,7 @@ class SearchReader:
 
     async def run(self) -> None:
         planner = self.reading.planner
+        await self.reading.bounded.wait()
         while (taken := planner.take_search_range()) is not None:
             r, cut = taken
             if cut is not None:
@@ -109,12 +112,7 @@ class SearchReader:
             start = r.start
             done = start >= r.hi
             if not done:
-                with anyio.CancelScope() as scope:
-                    reading.pages_out[r.id] = scope
-                    results = await self.page(start, r.hi)
-                del reading.pages_out[r.id]
-                if scope.cancelled_caught:
-                    results = []  # the list cursor took every id it could hold
+                results = await self.page_of(r, start)
                 ids = [int(x["id"]) for x in results]
                 hi = r.hi  # may have shrunk while the call was out
                 kept = sum(1 for i in ids if i < hi)
@@ -130,6 +128,23 @@ class SearchReader:
             reading.report()
             if done:
                 return
+
+    async def page_of(self, r: IdRange, start: int) -> list[dict[str, Any]]:
+        """`r`'s next page, timed for the planner; none when the list cursor took every
+        id it could hold while it was out (the page is then called off)."""
+        reading, planner = self.reading, self.reading.planner
+        r.page_since = sent = planner.clock()
+        with anyio.CancelScope() as scope:
+            reading.pages_out[r.id] = scope
+            try:
+                results = await self.page(start, r.hi)
+            finally:
+                del reading.pages_out[r.id]
+                r.page_since = None
+        if scope.cancelled_caught:
+            return []
+        planner.paged(planner.clock() - sent)
+        return results
 
     async def page(self, start: int, hi: int) -> list[dict[str, Any]]:
         """Up to a page of records with ids in [start, hi), in ascending id order."""
@@ -154,6 +169,7 @@ class _Page:
     """One list page; `ready` (when set) is the wait for its properties' batch read."""
 
     data: dict[str, Any]
+    asked: str | None  # the paging token it was asked with
     ready: anyio.Event | None = None
 
 
@@ -190,9 +206,10 @@ class ListReader:
                     "archived": "true" if target.archived else "false"}
                 if after is not None:
                     params["after"] = after
+                asked = after
                 data = await target.client.get_json(path, params)
                 self.calls += 1
-                page = _Page(data)
+                page = _Page(data, asked)
                 if wide:
                     page.ready = anyio.Event()
                     reads.start_soon(self._read_properties, page)
@@ -247,10 +264,10 @@ class ListReader:
             while await self._settle_page(r, buffer, results, ids):
                 if r.after is None or not r.ordered:
                     return r
-                taken = await self._take_unread_above(r)
+                taken = await self._take_unread_above(r, page.asked)
                 if taken is None:
                     return r
-                taken.after = r.after
+                taken.after = r.after  # the journal keeps `page.asked` until it flushes
                 self.reading.planner.finished(r)
                 r, buffer = taken, self.reading.writer.buffer()
 
@@ -274,15 +291,22 @@ class ListReader:
         reading.report()
         return done
 
-    async def _take_unread_above(self, r: IdRange) -> IdRange | None:
-        """The unread part of the next range above `r`, journaled before it is read."""
-        taken = self.reading.planner.take_unread_above(r)
+    async def _take_unread_above(self, r: IdRange, asked: str | None) -> IdRange | None:
+        """The unread part of the next range above `r`, journaled before it is read (with
+        `asked`, the token of the page being read: a resumed export reads it again)."""
+        taken = self.reading.planner.take_unread_above(r, asked)
         if taken is None:
             return None
         new, cut = taken
-        victim = next(x for x in self.reading.planner.ranges if x.id == cut.victim)
-        out = self.reading.pages_out.get(cut.victim)
+        reading = self.reading
+        victim = next(x for x in reading.planner.ranges if x.id == cut.victim)
+        orphan, victim.owned = not victim.owned, True  # no reader holds it (a resumed run's)
+        out = reading.pages_out.get(cut.victim)
         if out is not None and victim.remaining == 0:  # its page would hold none of its ids
             out.cancel()
-        await self.reading.splits.record(cut)
+        await reading.splits.record(cut)
+        if orphan:  # what is left of it was read by an earlier run: close it
+            await reading.close(victim)
+            await reading.writer.flush(victim, reading.writer.buffer(), True)
+            reading.planner.finished(victim)
         return new

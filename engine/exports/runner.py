@@ -1,10 +1,13 @@
 """The export of one object type: wiring only (plan, read, write parts and edges, finish).
 
-Incremental exports (`since`) read by search only, with a `GTE` filter on the object's
-last-modified property; archived exports read by the list only (search sees live records
-only). The watermark written to the manifest is the time the export started (kept across
-resumes): every change after it has a later last-modified time, so the next run's
-`since = watermark - lookback` misses nothing.
+A full export starts its list cursor at once, over the whole id space, while two probes
+(lowest and highest id, by search) find where the ids end; only then do the search readers
+cut pieces off the top: however slow search answers, the export is never slower than the
+list cursor alone. Incremental exports (`since`) read by search only, with a `GTE` filter
+on the object's last-modified property; archived exports read by the list only (search
+sees live records only). The watermark written to the manifest is the time the export
+started (kept across resumes): every change after it has a later last-modified time, so
+the next run's `since = watermark - lookback` misses nothing.
 
 Every journal call goes through one `JournalThread`: the event loop never waits on an
 fsync.
@@ -39,7 +42,7 @@ from engine.exports.parts import (
     plan_columns,
     read_ids,
 )
-from engine.exports.plan import ID_SPACE_END, IdRange, Planner, SplitLog, first_ranges
+from engine.exports.plan import ID_SPACE_END, IdRange, Planner, SplitLog, incremental_ranges
 from engine.exports.readers import SEARCH_PAGE, ListReader, Reading, ReadTarget, SearchReader
 from engine.exports.spec import ExportSpec, ExportSummary
 from engine.interrupt import StopRequest
@@ -100,6 +103,7 @@ class _Export:
                 "value": str(int(since.timestamp() * 1000))},),
             archived=spec.archived, rows_per_part=spec.rows_per_part)
         self.started = time.monotonic()
+        self.total: int | None = None  # the records to read, once the probes have answered
 
     def __repr__(self) -> str:
         return f"_Export({self.obj} -> {self.spec.out_dir})"
@@ -119,12 +123,12 @@ class _Export:
                                              _utc_text(datetime.now(UTC)))
         first_part = await self.call(claim_first_part, journal, self.folder)
         if await self.call(journal.state) == ExportState.PLANNING:
-            total: int | None = await self.plan()
+            self.total = await self.plan()
         else:
             planned: str | None = await self.call(journal.get, "total")
-            total = int(planned or 0) or None
+            self.total = int(planned or 0) or None
         parts = await self.call(journal.parts)
-        reading = await self.reading(parts, first_part, total)
+        reading = await self.reading(parts, first_part)
         list_reader = ListReader(reading)
         with self.stop.hard_scope(on_request=True):  # parts are whole or absent
             await self.read(reading, list_reader, parts)
@@ -137,11 +141,25 @@ class _Export:
         await self.call(journal.finish)
         return summary
 
-    async def plan(self) -> int:
-        """Find the id bounds and journal the first ranges; the records to read."""
-        if self.spec.archived:
-            await self.call(self.journal.plan, [("list", 0, ID_SPACE_END)], 0, None)
+    async def plan(self) -> int | None:
+        """Journal the first ranges; the records to read (None: not known yet). A full
+        export's list cursor reads the whole id space until the probes bound it."""
+        if self.spec.since is None:
+            await self.call(self.journal.plan, [("list", 0, ID_SPACE_END)],
+                            0 if self.spec.archived else None, None)
+            return 0 if self.spec.archived else None
+        found = await self.probe()
+        if found is None:
+            await self.call(self.journal.plan, [], 0, None)
             return 0
+        lo, hi, total = found
+        ranges = incremental_ranges(lo, hi, self.spec.partitions)
+        await self.call(self.journal.plan, ranges, total, total / (hi - lo))
+        return total
+
+    async def probe(self) -> tuple[int, int, int] | None:
+        """The ids [lo, hi) holding the records to read, and how many there are (None:
+        no record)."""
         found: dict[bool, tuple[int | None, int]] = {}
 
         async def probe(ascending: bool) -> None:
@@ -152,26 +170,39 @@ class _Export:
                 tg.start_soon(probe, ascending)
         (low, total), (high, _) = found[True], found[False]
         if low is None or high is None:
-            await self.call(self.journal.plan, [], 0, None)
-            return 0
-        lo, hi = low, high + 1
-        ranges = first_ranges(lo, hi, self.spec.partitions,
-                              incremental=self.spec.since is not None)
-        await self.call(self.journal.plan, ranges, total, total / (hi - lo))
-        return total
+            return None
+        return low, high + 1, total
 
-    async def reading(self, parts: list[ExportPart], first_part: int, total: int | None
-                      ) -> Reading:
+    async def bound(self, reading: Reading) -> None:
+        """Probe where the ids end, bound the ranges over the whole id space (journaled
+        with the total) and let the search readers cut pieces."""
+        planner = reading.planner
+        asked = planner.clock()
+        found = await self.probe()
+        planner.paged(planner.clock() - asked)  # a first measure of a search page's time
+        end, total, density = (0, 0, None) if found is None else (
+            found[1], found[2], found[2] / (found[1] - found[0]))
+        chunk_ids, page_ids = self.piece_ids(density)
+        ends = planner.bound(end, chunk_ids=chunk_ids, page_ids=page_ids)
+        await self.call(self.journal.bound, ends, total, density)
+        self.total = total
+        reading.bounded.set()
+
+    def piece_ids(self, density: float | None) -> tuple[int, int]:
+        """The ids of the largest piece a search reader cuts, and of one search page."""
+        density = max(density or 1.0, 1e-6)
+        return int(self.spec.search_chunk / density), int(SEARCH_PAGE / density)
+
+    async def reading(self, parts: list[ExportPart], first_part: int) -> Reading:
         """The planner over the open ranges, the part writer, and progress reports."""
         journal, spec = self.journal, self.spec
         ranges = await self.call(journal.ranges)
         stored: str | None = await self.call(journal.get, "density")
-        density = float(stored or 1.0)
+        chunk_ids, page_ids = self.piece_ids(None if stored is None else float(stored))
         planner = Planner([IdRange.of(r) for r in ranges if r.state is RangeState.OPEN],
                           next_id=max((r.id for r in ranges), default=0) + 1,
-                          chunk_ids=int(spec.search_chunk / max(density, 1e-6)),
-                          readers=max(1, spec.partitions),
-                          page_ids=int(SEARCH_PAGE / max(density, 1e-6)))
+                          chunk_ids=chunk_ids, readers=max(1, spec.partitions),
+                          page_ids=page_ids)
         layout = PartLayout(spec.out_dir, str(self.obj), tuple(self.columns), spec.format,
                             spec.escape_formulas, modified_property(self.obj))
         edges = EdgePipeline(EdgeReader(self.client, self.obj), self.targets, spec.out_dir,
@@ -179,14 +210,17 @@ class _Export:
         done = sum(p.rows for p in parts if p.dataset == str(self.obj))
         writer = PartWriter(layout, journal, self.thread, edges, records_done=done,
                             next_part=max((p.part for p in parts), default=first_part - 1) + 1)
-        report = self.reporter(planner, writer, first_part, total)
+        report = self.reporter(planner, writer, first_part)
         if self.progress is not None:
-            self.progress.start(f"export {self.obj}", total, done_before=done,
+            self.progress.start(f"export {self.obj}", self.total, done_before=done,
                                 unit="records")
-        return Reading(self.target, planner, writer, SplitLog(journal, self.thread), report)
+        reading = Reading(self.target, planner, writer, SplitLog(journal, self.thread), report)
+        if stored is not None or spec.archived or spec.since is not None:
+            reading.bounded.set()  # bounded when planned, or never searched by id
+        return reading
 
-    def reporter(self, planner: Planner, writer: PartWriter, first_part: int,
-                 total: int | None) -> Callable[[], None]:
+    def reporter(self, planner: Planner, writer: PartWriter, first_part: int
+                 ) -> Callable[[], None]:
         progress, stats = self.progress, self.client.stats
         if progress is None:
             return lambda: None
@@ -194,7 +228,7 @@ class _Export:
         def report() -> None:
             progress.update_export(
                 read=sum(planner.read_by.values()), written=writer.records_done,
-                parts=writer.next_part - first_part, total=total, retries=stats.retries,
+                parts=writer.next_part - first_part, total=self.total, retries=stats.retries,
                 http_429=stats.http_429, description=f"export {self.obj}")
         return report
 
@@ -212,11 +246,26 @@ class _Export:
             async with anyio.create_task_group() as readers:
                 if backlog:
                     readers.start_soon(self.send_backlog, edges, backlog)
-                if list_range is not None:
+                if not reading.bounded.is_set():
+                    readers.start_soon(self.bound_unless_read, reading, list_reader,
+                                       list_range)
+                elif list_range is not None:
                     readers.start_soon(list_reader.run, list_range)
                 for _ in range(searchers):
                     readers.start_soon(SearchReader(reading).run)
             await edges.aclose()
+
+    async def bound_unless_read(self, reading: Reading, list_reader: ListReader,
+                                list_range: IdRange | None) -> None:
+        """The list cursor reads at once; the probes bound its range meanwhile, and are
+        called off should the list cursor read everything first (a small export)."""
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self.bound, reading)
+            if list_range is not None:
+                await list_reader.run(list_range)
+            if not reading.planner.ranges:
+                tg.cancel_scope.cancel()
+        reading.bounded.set()  # search readers find nothing left to cut
 
     async def send_backlog(self, edges: EdgePipeline, backlog: list[ExportPart]) -> None:
         """The edges of record parts an earlier run wrote without all their edges."""

@@ -4,15 +4,23 @@ Bodies are decoded by typed msgspec structs that name only the fields read (ids,
 ids, the `new` flag, errors); everything else HubSpot echoes (the properties of 100
 records) is skipped by the decoder without being built. Only when a result cannot be
 placed by its trace id are the echoed properties decoded, to place it by its key.
+
+A refused input becomes one reject per failing property, like a local reject: HubSpot's
+code (`INVALID_EMAIL`, `INVALID_OPTION`...) and its inner message, read from the error's
+`errors` details or from the JSON list inside a VALIDATION_ERROR message (`Property
+values were not valid: [{"isValid":false,"message":...,"error":...,"name":...}]`), never
+the raw JSON. `sourced` then names the source column mapped to the property and the value
+that was sent.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
+import orjson
 
 from engine.batch import Batch
 from engine.imports.plan import RECORD_ID, Mode
@@ -55,7 +63,27 @@ class KeyedBatchAnswer(msgspec.Struct):
     errors: list[ErrorItem] = []
 
 
+class TracedResultItem(msgspec.Struct, gc=False):
+    """A result whose trace id is read as the source row it names (hsbulk sends
+    `"objectWriteTraceId":"<row>"`), so the usual answer needs no `int()` per row. Not
+    tracked by the garbage collector: it holds only strings and numbers."""
+
+    id: str
+    objectWriteTraceId: int | None = None
+    new: bool | None = None
+
+
+class TracedBatchAnswer(msgspec.Struct):
+    results: list[TracedResultItem] = []
+    errors: list[ErrorItem] = []
+
+
+Decoded = BatchAnswer | KeyedBatchAnswer | TracedBatchAnswer
+
 _ANSWER = msgspec.json.Decoder(BatchAnswer)
+# Not strict: a numeric trace id, in a string or not, becomes an int; an answer holding
+# any other trace id fails over to `_ANSWER`, which reads trace ids as text.
+_TRACED_ANSWER = msgspec.json.Decoder(TracedBatchAnswer, strict=False)
 _KEYED_ANSWER = msgspec.json.Decoder(KeyedBatchAnswer)
 
 
@@ -92,10 +120,16 @@ class Answer:
     resend: list[int] = field(default_factory=list)  # positions neither answered nor refused
 
 
-def decode(body: bytes) -> BatchAnswer | KeyedBatchAnswer:
+def decode(body: bytes) -> Decoded:
     """The results and errors of a batch answer; an empty answer for an unreadable body."""
+    if not body:
+        return BatchAnswer()
     try:
-        return _ANSWER.decode(body) if body else BatchAnswer()
+        return _TRACED_ANSWER.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        pass
+    try:
+        return _ANSWER.decode(body)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return BatchAnswer()
 
@@ -105,6 +139,10 @@ def read_answer(status: int, body: bytes, batch: Batch, positions: Sequence[int]
     """Which inputs (`positions` of `batch`) were written, refused or left unanswered."""
     answer = decode(body)
     rows = batch.rows
+    if not answer.errors:
+        whole = _answered_in_order(answer, batch, positions, mode, keys)
+        if whole is not None:
+            return Answer(whole)
     by_row = {rows[p]: p for p in positions}
     placed = _place_results(answer, body, batch, positions, by_row, mode, keys)
     out = Answer(Sent(results=placed.results, ids=placed.ids))
@@ -120,8 +158,9 @@ def read_answer(status: int, body: bytes, batch: Batch, positions: Sequence[int]
             if mode == "create" and (status_of == 409 or error.category == "CONFLICT"):
                 out.conflicts.append(position)
             else:
-                out.sent.rejects.append(reject_from(rows[position], status_of, error.category,
-                                                    error.message, error.errors))
+                out.sent.rejects += rejects_from(rows[position], status_of, error.category,
+                                                 error.message, error.errors,
+                                                 error.context.propertyName)
     missing = [p for p in positions if p not in taken]
     if missing and len(missing) < len(positions):
         out.resend = missing
@@ -132,6 +171,32 @@ def read_answer(status: int, body: bytes, batch: Batch, positions: Sequence[int]
     return out
 
 
+def _answered_in_order(answer: Decoded, batch: Batch, positions: Sequence[int],
+                       mode: Mode, keys: Keys) -> Sent | None:
+    """The usual answer, read with no lookup per row: one result per input, in the order
+    the inputs were sent, each naming its row by trace id. None for any other answer."""
+    if not isinstance(answer, TracedBatchAnswer) or len(answer.results) != len(positions):
+        return None
+    results = answer.results
+    rows = batch.rows
+    sent = rows if len(positions) == len(rows) else [rows[p] for p in positions]
+    if [r.objectWriteTraceId for r in results] != sent:
+        return None
+    ids = [r.id for r in results]
+    fixed = _FIXED_ACTIONS.get(mode)
+    actions = ([fixed] * len(ids) if fixed else
+               ["created" if r.new else "updated" for r in results])
+    learned: dict[tuple[str, str, str], str] = {}
+    if keys.remember and batch.keys is not None and keys.column != RECORD_ID:
+        names = batch.keys
+        learned = {(keys.object_name, keys.prop, names[p]): rid
+                   for p, rid in zip(positions, ids, strict=True)}
+    return Sent(results=list(zip(sent, ids, actions, strict=True)), ids=learned)
+
+
+_FIXED_ACTIONS = {"create": "created", "update": "updated"}
+
+
 @dataclass(slots=True)
 class _Placed:
     results: list[tuple[int, str, str]]
@@ -139,11 +204,11 @@ class _Placed:
     positions: set[int]
 
 
-def _place_results(answer: BatchAnswer | KeyedBatchAnswer, body: bytes, batch: Batch,
+def _place_results(answer: Decoded, body: bytes, batch: Batch,
                    positions: Sequence[int], by_row: dict[int, int], mode: Mode,
                    keys: Keys) -> _Placed:
     """Each result at its input: by trace id, else (decoding the echo) by its key."""
-    fixed = {"create": "created", "update": "updated"}.get(mode)
+    fixed = _FIXED_ACTIONS.get(mode)
     remember = keys.remember and batch.keys is not None and keys.column != RECORD_ID
     fast = _all_traced(answer.results, by_row)
     if fast is not None:  # the usual answer: one result per input, each by its trace id
@@ -158,7 +223,7 @@ def _place_results(answer: BatchAnswer | KeyedBatchAnswer, body: bytes, batch: B
             learned = {(keys.object_name, keys.prop, batch.keys[p]): rid
                        for p, rid in zip(placed, ids, strict=True)}
         return _Placed(list(zip(fast, ids, actions, strict=True)), learned, set(placed))
-    items: Sequence[ResultItem] = answer.results
+    items: Sequence[ResultItem | TracedResultItem] = answer.results
     traced = [_traced(r, by_row) for r in items]
     if None in traced and batch.keys is not None:  # untraced results: place by their key
         keyed = _keyed_results(body)
@@ -180,7 +245,8 @@ def _place_results(answer: BatchAnswer | KeyedBatchAnswer, body: bytes, batch: B
     return out
 
 
-def _all_traced(items: Sequence[ResultItem], by_row: dict[int, int]) -> list[int] | None:
+def _all_traced(items: Sequence[ResultItem | TracedResultItem],
+                by_row: dict[int, int]) -> list[int] | None:
     """The source rows of the results, when each names a distinct row of this send."""
     try:
         rows = [int(r.objectWriteTraceId) for r in items]  # type: ignore[arg-type]
@@ -192,7 +258,7 @@ def _all_traced(items: Sequence[ResultItem], by_row: dict[int, int]) -> list[int
     return rows
 
 
-def _traced(result: ResultItem, by_row: dict[int, int]) -> int | None:
+def _traced(result: ResultItem | TracedResultItem, by_row: dict[int, int]) -> int | None:
     row = _int(result.objectWriteTraceId)
     return None if row is None else by_row.get(row)
 
@@ -240,12 +306,98 @@ def _int(value: Any) -> int | None:
 
 def reject_from(row: int, status: int | None, category: Any, message: Any,
                 errors: Any) -> Reject:
-    """A row HubSpot refused, with the code and property of its first error."""
+    """A row HubSpot refused, with the property, code and message of its first problem
+    (every problem's message when there are several)."""
+    found = rejects_from(row, status, category, message, errors)
+    if len(found) == 1:
+        return found[0]
+    return found[0]._replace(message="; ".join(dict.fromkeys(r.message for r in found)))
+
+
+def rejects_from(row: int, status: int | None, category: Any, message: Any, errors: Any,
+                 properties: Sequence[str] = ()) -> list[Reject]:
+    """A row HubSpot refused: one reject per failing property (see the module docstring);
+    `properties`: the error's `context.propertyName`, for details that name none."""
     code = str(category or status or "REJECTED")
-    column = ""
-    if isinstance(errors, list) and errors:
-        first = errors[0] if isinstance(errors[0], dict) else {}
-        code = str(first.get("code") or code)
-        names = (first.get("context") or {}).get("propertyName") or []
-        column = str(names[0]) if names else ""
-    return Reject(row, column, code, str(message or f"HTTP {status}"), None)
+    text = str(message or f"HTTP {status}")
+    found = [p for item in (errors if isinstance(errors, list) else ())
+             if isinstance(item, dict) for p in _detail(item, code, text)]
+    found = found or _listed(text) or [("", code, text)]
+    if len(found) == 1 and not found[0][0] and len(properties) == 1:
+        found = [(str(properties[0]), found[0][1], found[0][2])]
+    return [Reject(row, prop, problem, why, None)
+            for prop, problem, why in dict.fromkeys(found)]
+
+
+Problem = tuple[str, str, str]  # property ("" when none), code, message
+
+
+def _detail(item: dict[str, Any], code: str, text: str) -> list[Problem]:
+    """One entry of an error's `errors`: `{"message","code","context":{"propertyName"}}`."""
+    inner = str(item.get("message") or text)
+    listed = _listed(inner)
+    if listed:
+        return listed
+    context = item.get("context")
+    names = context.get("propertyName") if isinstance(context, dict) else None
+    prop = str(names[0]) if isinstance(names, list) and names else ""
+    return [(prop, str(item.get("code") or code), inner)]
+
+
+_LISTED_AFTER = ": ["
+
+
+def _listed(message: str) -> list[Problem]:
+    """The problems a message lists as JSON (`Property values were not valid: [...]`)."""
+    at = message.find(_LISTED_AFTER)
+    if at < 0:
+        return []
+    try:
+        items = orjson.loads(message[at + len(_LISTED_AFTER) - 1:])
+    except orjson.JSONDecodeError:
+        return []
+    if not isinstance(items, list):
+        return []
+    return [(str(i.get("name") or ""), str(i.get("error") or "VALIDATION_ERROR"),
+             str(i.get("message") or message[:at])) for i in items if isinstance(i, dict)]
+
+
+@dataclass(frozen=True, slots=True)
+class SourceNames:
+    """What a server reject names, as the user wrote it: the column mapped to a property."""
+
+    columns: Mapping[str, str]  # property (or hs_object_id) -> its source column
+    key_property: str  # the property (or hs_object_id) each batch key is a value of
+
+
+_ABOUT_THE_KEY = frozenset({"OBJECT_NOT_FOUND", "NOT_FOUND"})  # the record was not found
+
+
+def sourced(rejects: Sequence[Reject], batch: Batch, names: SourceNames) -> list[Reject]:
+    """Server rejects of `batch` named like local ones: the source column mapped to the
+    property and the value that was sent (rejects already naming a column are kept)."""
+    at = {row: i for i, row in enumerate(batch.rows)}
+    out = []
+    for reject in rejects:
+        prop = reject.column or (names.key_property if reject.code in _ABOUT_THE_KEY else "")
+        column = names.columns.get(prop)
+        position = at.get(reject.source_row)
+        if column is None or position is None:
+            out.append(reject)
+            continue
+        value = reject.value
+        if value is None:
+            value = _sent(batch, position, prop, names.key_property)
+        out.append(reject._replace(column=column, value=value))
+    return out
+
+
+def _sent(batch: Batch, position: int, prop: str, key_property: str) -> str | None:
+    """The value of `prop` the input at `position` carried."""
+    if prop == key_property and batch.keys is not None:
+        return batch.keys[position]
+    try:
+        value = orjson.loads(batch.inputs[position]).get("properties", {}).get(prop)
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    return None if value is None else str(value)

@@ -17,6 +17,7 @@ from engine.batch import KEY, clean_columns, input_expr
 from engine.imports.delta import KEY_COPY, DeltaCounts, DeltaSession
 from engine.imports.plan import RECORD_ID, InlineAssociation, KeyPlan
 from engine.journal import Reject
+from engine.lookups import Lookups
 from engine.normalize import NormalizePlan, normalize
 from engine.source import SOURCE_ROW, Source
 
@@ -35,6 +36,7 @@ class ChunkEncoder:
     job_id: str
     inline: Sequence[InlineAssociation] = ()
     delta: DeltaSession | None = None
+    lookups: Lookups | None = None  # owners, pipelines, stages by name (engine/lookups.py)
 
     @property
     def _keyed_by_import_key(self) -> bool:
@@ -46,6 +48,8 @@ class ChunkEncoder:
 
     def encode(self, frame: pl.DataFrame) -> Chunk:
         valid, rejected = normalize(frame, self.plan)
+        if self.lookups is not None:
+            valid, rejected = self.lookups.apply(valid, rejected)
         if self.id_source is not None:
             ids = frame.select(pl.col(SOURCE_ROW).cast(pl.Int64),
                                pl.col(self.id_source).str.strip_chars().alias(RECORD_ID))

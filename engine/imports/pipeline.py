@@ -1,6 +1,6 @@
 """The stages of one import step, wired: producer -> journal IN_FLIGHT -> senders -> DONE.
 
-    source -> normalise -> encode -> batcher     (worker thread, one chunk ahead)
+    source -> normalise -> encode -> dedupe -> batcher     (worker thread, one chunk ahead)
       -> key gate -> journal IN_FLIGHT (a block at a time) -> senders x N
       -> answer -> journal DONE (deferred, grouped)
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import anyio
 import anyio.to_thread
@@ -26,12 +27,12 @@ from engine.errors import (
     TransportError,
     first_error,
 )
-from engine.imports.answers import Sent
-from engine.imports.chunks import Chunk, ChunkEncoder
+from engine.imports.answers import Sent, SourceNames, sourced
+from engine.imports.chunks import Chunk
+from engine.imports.dedupe import DUPLICATE_SKIPPED, Dedupe
 from engine.imports.delta import DeltaCounts
 from engine.imports.gate import KeyGate
 from engine.imports.reconcile import Reconciler
-from engine.imports.sender import BatchSender
 from engine.imports.writer import Journal
 from engine.interrupt import StopRequest
 from engine.journal import BatchRecord, BatchState, Reject, Transition
@@ -41,6 +42,20 @@ from engine.source import Source
 Prepared = tuple[list[Batch], list[Reject], int, DeltaCounts | None]
 
 
+class Encoder(Protocol):
+    """Reads the input as chunks ready for the batcher (imports/chunks.py, archive.py)."""
+
+    def chunks(self, source: Source) -> Iterator[Chunk]: ...
+
+
+class Sender(Protocol):
+    """Sends some inputs of a batch until each is written or refused (sender.py,
+    archive.py)."""
+
+    async def send(self, batch: Batch, positions: Sequence[int], started: float,
+                   ambiguous: bool = False) -> Sent: ...
+
+
 @dataclass(slots=True)
 class StepState:
     rows_read: int = 0
@@ -48,6 +63,7 @@ class StepState:
     done_rows: int = 0  # rows of answered batches (server rejects included)
     rejected_rows: int = 0
     local_rejected_rows: int = 0  # rejected before any call (never in a batch)
+    duplicate_rows: int = 0  # skipped: another row of their key is sent (--duplicates)
     skipped_rows: int = 0  # rows of batches an earlier run finished (not this run's pace)
     total_rows: int | None = None
     stop_reason: str | None = None
@@ -58,11 +74,14 @@ class StepState:
 class Pipeline:
     """Runs the stages of one step over its input; every row ends journaled or unsent."""
 
-    def __init__(self, *, step: str, journal: Journal, encoder: ChunkEncoder,
-                 sender: BatchSender, reconciler: Reconciler | None, state: StepState,
+    def __init__(self, *, step: str, journal: Journal, encoder: Encoder,
+                 sender: Sender, reconciler: Reconciler | None, state: StepState,
                  done: Mapping[int, BatchRecord], stop: StopRequest, batch_size: int,
-                 concurrency: int, queue_batches: int, show: Callable[[], None]) -> None:
+                 concurrency: int, queue_batches: int, show: Callable[[], None],
+                 dedupe: Dedupe | None = None, names: SourceNames | None = None) -> None:
         self.step = step
+        self.dedupe = dedupe  # rows sharing a key: one sent (imports/dedupe.py)
+        self.names = names  # server rejects named by source column and value
         self.journal = journal
         self.encoder = encoder
         self.sender = sender
@@ -73,7 +92,8 @@ class Pipeline:
         self.concurrency = concurrency
         self.queue_batches = queue_batches
         self.show = show
-        self.gate = KeyGate()
+        # With a duplicate policy no two batches share a key: the gate has nothing to hold.
+        self.gate = KeyGate() if dedupe is None else None
         self.batcher = Batcher(batch_size)
         self._block: list[Batch] = []
         self._halted = False  # stopped from inside (daily quota, HubSpot unavailable)
@@ -153,9 +173,11 @@ class Pipeline:
         self.state.rows_read += rows_read
         if rejects:
             await self.journal.commit(Transition.local_rejects(self.step, rejects))
-            local = len({r.source_row for r in rejects})
+            skipped = {r.source_row for r in rejects if r.code == DUPLICATE_SKIPPED}
+            local = len({r.source_row for r in rejects} - skipped)
             self.state.rejected_rows += local
-            self.state.local_rejected_rows += local
+            self.state.local_rejected_rows += local + len(skipped)
+            self.state.duplicate_rows += len(skipped)
         for batch in batches:
             if self.stopping:
                 return
@@ -173,6 +195,9 @@ class Pipeline:
             if chunk is None:
                 return None
             encoded, rejects, rows_read, counts = chunk
+            if self.dedupe is not None:
+                encoded, duplicates = self.dedupe.sift(encoded)
+                rejects = rejects + duplicates
             return list(self.batcher.feed(encoded)), rejects, rows_read, counts
 
         async with out:
@@ -187,10 +212,12 @@ class Pipeline:
 
     async def _admit(self, send: ObjectSendStream[Batch], batch: Batch) -> None:
         """Queue `batch` once no batch queued or in flight holds one of its keys."""
-        if not self.gate.is_clear(batch.folded):
-            await self._release(send)  # the holder may still be in this block
-            await self.gate.wait_clear(batch.folded)
-        self.gate.hold(batch.folded)
+        gate = self.gate
+        if gate is not None:
+            if not gate.is_clear(batch.folded):
+                await self._release(send)  # the holder may still be in this block
+                await gate.wait_clear(batch.folded)
+            gate.hold(batch.folded)
         self._block.append(batch)
 
     async def _release(self, send: ObjectSendStream[Batch]) -> None:
@@ -239,7 +266,8 @@ class Pipeline:
                 except (RetryableApiError, TransportError) as exc:
                     self.halt(f"HubSpot unavailable after retries: {exc}", 4)
                 finally:
-                    self.gate.release(batch.folded)
+                    if self.gate is not None:
+                        self.gate.release(batch.folded)
 
     async def _process(self, batch: Batch) -> None:
         """Send a batch the producer journaled IN_FLIGHT; journal its outcome as DONE."""
@@ -255,6 +283,8 @@ class Pipeline:
         if positions:
             self.state.sent_rows += len(positions)
             outcome.merge(await self.sender.send(batch, positions, started))
+        if outcome.rejects and self.names is not None:
+            outcome.rejects = sourced(outcome.rejects, batch, self.names)
         self.journal.defer(Transition.finish(self.step, batch.seq, results=outcome.results,
                                              rejects=outcome.rejects, ids=outcome.ids),
                            confirmed_rows(batch, outcome.results)

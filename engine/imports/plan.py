@@ -4,13 +4,15 @@ Every configuration error of a step is found here, before any call: the mapping,
 options settled from the file (date order), and how rows are identified (`KeyPlan`).
 Creates always carry a unique key, `id_property` when given, else the import-key
 property holding `<job id>-<source row>`, so a retried create never duplicates.
+Archive (`mode="archive"`) reads only the column that identifies each record: the record
+id, or the `id_property` value (resolved to ids by batch reads); other columns are ignored.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -20,13 +22,18 @@ from engine.config import DEFAULT_CONCURRENCY
 from engine.dryrun import prepare
 from engine.errors import ConfigError
 from engine.imports.delta import DeltaMode
-from engine.mapping import MappingSpec, ResolvedMapping
-from engine.normalize import NormalizeOptions, NormalizePlan
+from engine.mapping import MappingSpec, ResolvedMapping, Target, load_mapping_file
+from engine.normalize import NormalizeOptions, NormalizePlan, expressions
 from engine.schema import ObjectType, Schema
 from engine.source import Source, SourceSpec
 
-Mode = Literal["create", "update", "upsert"]
+Mode = Literal["create", "update", "upsert", "archive"]
 OnConflict = Literal["reject", "update"]
+# Rows sharing a natural key (imports/dedupe.py): later ones rejected (DUPLICATE_KEY), or
+# only the first or the last of them sent (the others skipped).
+Duplicates = Literal["reject", "first", "last"]
+MODES: tuple[Mode, ...] = ("create", "update", "upsert", "archive")
+DUPLICATES: tuple[Duplicates, ...] = ("reject", "first", "last")
 
 IMPORT_KEY = "hsbulk_import_key"
 NATURAL_KEYS = {"contacts": "email", "companies": "domain"}
@@ -58,6 +65,14 @@ class ImportSpec:
     max_archive: str = "5%"  # mirror's guard: N records or P% of the state's records
     delta: DeltaMode | None = None  # send only what changed since the state (imports/delta.py)
     state: Path | None = None  # the delta state (None: default beside the journal)
+    duplicates: Duplicates = "reject"  # rows sharing a natural key (imports/dedupe.py)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
+        if self.duplicates not in DUPLICATES:
+            raise ConfigError(f"duplicates must be one of {', '.join(DUPLICATES)}, "
+                              f"not {self.duplicates!r}")
 
     @property
     def object_name(self) -> str:
@@ -74,6 +89,8 @@ class ImportSpec:
         }
         if self.delta is not None:  # a delta run's batches hold only the changed rows
             described["delta"] = self.delta
+        if self.duplicates != "reject":  # which of a key's rows are sent: other batches
+            described["duplicates"] = self.duplicates
         return hashlib.sha256(orjson.dumps(described)).hexdigest()[:32]
 
 
@@ -110,7 +127,23 @@ class StepPlan:
     options: NormalizeOptions  # with the date order detected from the file
     plan: NormalizePlan
     keys: KeyPlan
-    id_source: str | None  # update by record id: the column holding it
+    id_source: str | None  # update by record id, archive: the column holding the key
+
+    def key_column(self) -> str | None:
+        """The source column holding each row's natural key (None: no natural key)."""
+        if self.id_source is not None:
+            return self.id_source
+        prop = self.keys.id_property or self.keys.key_property
+        return next((t.column for t in self.mapping.targets
+                     if t.property == prop and t.column is not None), None)
+
+    def key_target(self) -> Target | None:
+        """The mapping target of the key property (None: the key is a record id)."""
+        if self.id_source is not None:
+            return None
+        prop = self.keys.id_property or self.keys.key_property
+        return next((t for t in self.mapping.targets
+                     if t.property == prop and t.column is not None), None)
 
 
 def plan_step(spec: ImportSpec, source: Source, schema: Schema) -> StepPlan:
@@ -119,6 +152,8 @@ def plan_step(spec: ImportSpec, source: Source, schema: Schema) -> StepPlan:
     Reads the input (date order detection, strict checks); shared by the import and the
     dry run, so a dry run refuses what the real run would.
     """
+    if spec.mode == "archive":
+        return plan_archive(spec, source, schema)
     id_source: str | None = None
     mapping_spec = spec.mapping
     if spec.mode == "update" and spec.id_property in (None, RECORD_ID):
@@ -130,6 +165,46 @@ def plan_step(spec: ImportSpec, source: Source, schema: Schema) -> StepPlan:
         mapping_spec = _without(mapping_spec, id_source)
     mapping, options, plan = prepare(source, schema, mapping_spec, spec.options)
     return StepPlan(mapping, options, plan, plan_keys(spec, schema, mapping), id_source)
+
+
+def plan_archive(spec: ImportSpec, source: Source, schema: Schema) -> StepPlan:
+    """Archive: the column holding each record's id or `id_property` value, nothing else."""
+    if spec.delta is not None or spec.mirror:
+        raise ConfigError("--delta and --mirror do not apply to --mode archive")
+    options = replace(spec.options, object_rules=False)
+    empty = ResolvedMapping(())
+    if spec.id_property in (None, RECORD_ID):
+        column = id_column(spec, source)
+        if column is None:
+            raise ConfigError("mode 'archive' needs the records' ids: a column named like "
+                              "'Record ID' (or mapped to hs_object_id), or give "
+                              "id_property, a unique-value property")
+        keys = KeyPlan(None, RECORD_ID, None, RECORD_ID)
+    else:
+        natural = NATURAL_KEYS.get(spec.object_name)
+        prop = schema.get(spec.id_property)
+        if prop is None or not (prop.unique or prop.name == natural):
+            raise ConfigError(f"id_property {spec.id_property!r} is not a unique-value "
+                              f"property of {spec.object_type}; use "
+                              f"{natural or 'a unique-value property'} or the record id")
+        column = _archive_column(spec, source, prop.name, prop.label)
+        keys = KeyPlan(prop.name, prop.name, None, prop.name)
+    return StepPlan(empty, options, expressions(schema, empty, options), keys, column)
+
+
+def _archive_column(spec: ImportSpec, source: Source, prop: str, label: str) -> str:
+    """The column holding `prop`: mapped to it (flags, mapping file), else named like it."""
+    pairs = list(spec.mapping.pairs)
+    if spec.mapping.file is not None:
+        pairs += [(c, p) for c, p, _ in load_mapping_file(spec.mapping.file).columns]
+    column = next((c for c, p in pairs if p == prop), None)
+    if column is None:
+        names = {prop.lower(), label.strip().lower()}
+        column = next((h for h in source.columns if h.strip().lower() in names), None)
+    if column is None or column not in source.columns:
+        raise ConfigError(f"mode 'archive' by {prop}: no column holds it; map one "
+                          f"(e.g. --map 'E-mail={prop}')")
+    return column
 
 
 def plan_keys(spec: ImportSpec, schema: Schema, mapping: ResolvedMapping) -> KeyPlan:

@@ -194,6 +194,11 @@ async def ensure_import_key(client: HubSpotClient, spec: ImportSpec,
     try:
         await client.post_json(f"/crm/v3/properties/{obj.path_name}", body)
     except ApiError as exc:
+        if exc.status == 400:  # e.g. notes, products: HubSpot allows no unique property
+            raise ConfigError(f"cannot create the unique property {name!r} on {obj} "
+                              f"({exc.message}); hsbulk needs one to create records exactly "
+                              "once, so this object cannot be imported in create mode"
+                              ) from None
         if exc.status != 409:
             raise
     message = (f"created unique property {name!r} on {obj} so that retried creates "

@@ -10,7 +10,7 @@ imports/pipeline.py; this module plans the step, opens its journal and accounts 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 
@@ -20,11 +20,14 @@ import polars as pl
 
 from engine.client import HubSpotClient
 from engine.errors import ConfigError
+from engine.imports.answers import SourceNames
+from engine.imports.archive import ArchiveEncoder, ArchiveSender, count_archived
 from engine.imports.chunks import ChunkEncoder
+from engine.imports.dedupe import DUPLICATE_SKIPPED, SKIPPED, Dedupe, dedupe_for, folded
 from engine.imports.delta import DeltaCounts, DeltaSession, default_state_path
 from engine.imports.drift import DriftCheck
 from engine.imports.mirror import MaxArchive, Mirror, key_source, mark_input_seen
-from engine.imports.pipeline import Pipeline, StepState
+from engine.imports.pipeline import Encoder, Pipeline, Sender, StepState
 from engine.imports.plan import (
     RECORD_ID,
     ImportSpec,
@@ -37,7 +40,14 @@ from engine.imports.reconcile import Reconciler, ensure_import_key
 from engine.imports.sender import BatchSender
 from engine.imports.writer import Journal, StateSink
 from engine.interrupt import StopRequest
-from engine.journal import BatchState, DeltaStore, JournalThread, SqliteCheckpoint
+from engine.journal import (
+    BatchRecord,
+    BatchState,
+    DeltaStore,
+    JournalThread,
+    SqliteCheckpoint,
+)
+from engine.lookups import fetch_lookups
 from engine.report import (
     REJECT_FIELDS,
     Progress,
@@ -80,6 +90,7 @@ class StepRunner:
         self.notes: list[str] = []
         self._stats_at_start = (0, 0, 0)
         self.delta: DeltaSession | None = None  # --delta: the state and this run's id in it
+        self.dedupe: Dedupe | None = None  # rows sharing a key: which one is sent
 
     def state_path(self) -> Path:
         """The delta state: `spec.state`, else beside the journal, by object, key, portal."""
@@ -95,6 +106,8 @@ class StepRunner:
         with self.stop.hard_scope(on_request=True):  # reading only: nothing to finish
             step = await anyio.to_thread.run_sync(plan_step, spec, source, schema,
                                                   abandon_on_cancel=True)
+            self.dedupe = await anyio.to_thread.run_sync(dedupe_for, spec, step, schema,
+                                                         source, abandon_on_cancel=True)
         if self.stop.requested:
             self._stopped(self.stop.reason or "interrupted")
             return await self._summary(started)
@@ -175,14 +188,27 @@ class StepRunner:
         reconciler = Reconciler(self.client, spec, step.keys)
         if spec.delta is not None:
             self.delta = await self._open_state(step)
+        lookups = await fetch_lookups(self.client, spec.object_type, step.plan)
         encoder = ChunkEncoder(step.plan, step.keys, step.id_source, spec.import_key,
-                               job_id(spec_hash, digest), self.inline, self.delta)
+                               job_id(spec_hash, digest), self.inline, self.delta, lookups)
+        stages: tuple[Encoder, Sender] = self._archive_stages(step, done) if (
+            spec.mode == "archive") else (
+            encoder, BatchSender(self.client, spec, step.keys, reconciler))
         return Pipeline(
-            step=spec.step, journal=self.journal, encoder=encoder,
-            sender=BatchSender(self.client, spec, step.keys, reconciler),
+            step=spec.step, journal=self.journal, encoder=stages[0], sender=stages[1],
             reconciler=reconciler if spec.mode == "create" else None, state=self.state,
             done=done, stop=self.stop, batch_size=spec.batch_size,
-            concurrency=spec.concurrency, queue_batches=spec.queue_batches, show=self._show)
+            concurrency=spec.concurrency, queue_batches=spec.queue_batches, show=self._show,
+            dedupe=self.dedupe, names=source_names(step))
+
+    def _archive_stages(self, step: StepPlan, done: Mapping[int, BatchRecord]
+                        ) -> tuple[ArchiveEncoder, ArchiveSender]:
+        """`--mode archive`: keys read from their column, archived by id (archive.py)."""
+        assert step.id_source is not None
+        in_flight = [seq for seq, r in done.items() if r.state is BatchState.IN_FLIGHT]
+        return (ArchiveEncoder(step.id_source, step.keys),
+                ArchiveSender(self.client, self.spec, step.keys, step.id_source, self.journal,
+                              in_flight))
 
     async def _open_state(self, step: StepPlan) -> DeltaSession:
         """Open the delta state and its run: the unfinished one when this run resumes."""
@@ -225,12 +251,15 @@ class StepRunner:
         stats = self.client.stats
         state = "done" if self.state.stop_reason is None else "stopped"
         delta = self.state.delta or DeltaCounts()
+        if self.spec.mode == "archive":
+            delta.archived = await self.journal.call(
+                lambda: count_archived(self.checkpoint.iter_results(self.spec.step)))
         summary = Summary(
             step=self.spec.step, object=str(self.spec.object_type), mode=self.spec.mode,
             rows_read=self.state.rows_read, created=counts.created, updated=counts.updated,
             unchanged=counts.unchanged + delta.unchanged, rejected=counts.rejected,
             changed=delta.changed, new=delta.new, archived=delta.archived,
-            drifted=delta.drifted,
+            drifted=delta.drifted, skipped=self.state.duplicate_rows,
             api_calls=stats.api_calls - self._stats_at_start[0],
             http_429=stats.http_429 - self._stats_at_start[1],
             retries=stats.retries - self._stats_at_start[2], elapsed_s=round(elapsed, 3),
@@ -325,14 +354,43 @@ def write_outputs(checkpoint_path: Path, spec: ImportSpec, *, results: Path | No
         return
     checkpoint = SqliteCheckpoint(checkpoint_path)
     try:
+        table = frame_of(checkpoint.iter_rejects(spec.step), REJECT_FIELDS)
+        skipped = table.filter(pl.col("code") == DUPLICATE_SKIPPED)
         if results is not None:
             key = spec.id_property or (spec.import_key if spec.mode == "create" else RECORD_ID)
-            write_frame(results, results_frame(checkpoint.iter_keyed_results(spec.step), key))
+            written = results_frame(checkpoint.iter_keyed_results(spec.step), key)
+            write_frame(results, _with_skipped(written, skipped))
         if rejects is not None:
-            table = frame_of(checkpoint.iter_rejects(spec.step), REJECT_FIELDS)
+            table = table.filter(pl.col("code") != DUPLICATE_SKIPPED)
             write_frame(rejects, _with_original_fields(table, spec))
     finally:
         checkpoint.close()
+
+
+def _with_skipped(results: pl.DataFrame, skipped: pl.DataFrame) -> pl.DataFrame:
+    """The results with each skipped duplicate (`--duplicates first|last`): action
+    `skipped`, and the id its key was written to by the row that was sent."""
+    if not skipped.height:
+        return results
+    key = results.columns[1]
+    ids = (results.filter(pl.col("id").is_not_null())
+           .select(folded(pl.col(key)).alias("__folded"), "id")
+           .unique("__folded", keep="last", maintain_order=True))
+    rows = (skipped.select(pl.col(SOURCE_ROW), pl.col("value").alias(key),
+                           folded(pl.col("value")).alias("__folded"))
+            .join(ids, on="__folded", how="left", maintain_order="left")
+            .select(SOURCE_ROW, key, "id", pl.lit(SKIPPED).alias("action")))
+    return pl.concat([results, rows.cast(results.schema)]).sort(SOURCE_ROW,
+                                                                maintain_order=True)
+
+
+def source_names(step: StepPlan) -> SourceNames:
+    """How the step's server rejects name columns: each mapped property's source column,
+    and the record id's column (update by record id, archive)."""
+    columns = {t.property: t.column for t in step.mapping.targets if t.column is not None}
+    if step.id_source is not None:
+        columns[step.keys.prop or RECORD_ID] = step.id_source
+    return SourceNames(columns, step.keys.prop or RECORD_ID)
 
 
 def _with_original_fields(rejects: pl.DataFrame, spec: ImportSpec) -> pl.DataFrame:

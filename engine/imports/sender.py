@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from engine.batch import Batch, encode_body
 from engine.client import HubSpotClient
 from engine.errors import ApiError, FatalApiError, QuotaExhausted, RetryableApiError
-from engine.imports.answers import Keys, Sent, read_answer, reject_from
+from engine.imports.answers import Keys, Sent, read_answer, rejects_from
 from engine.imports.plan import ImportSpec, KeyPlan, object_path
 from engine.imports.reconcile import Reconciler
 
@@ -61,5 +61,5 @@ class BatchSender:
         if exc.status == 409 and self.mode == "create":
             return await self.reconciler.resolve_conflicts(batch, list(positions), started,
                                                            exc.message, maybe_ours=ambiguous)
-        return Sent(rejects=[reject_from(batch.rows[positions[0]], exc.status, exc.category,
-                                         exc.message, exc.errors)])
+        return Sent(rejects=rejects_from(batch.rows[positions[0]], exc.status, exc.category,
+                                         exc.message, exc.errors))

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 FIRST_USER_TYPE_ID = 1000
 MAX_LABELS_PER_PAIR = 10
+COMPANY = "0-2"
+UNASSOCIABLE = {"0-7": "Products", "0-115": "Users"}  # the CRM overview guide
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +52,27 @@ _HUBSPOT_DEFINED: list[tuple[str, str, int, int, str | None, bool]] = [
 _INVERSE_LABEL = {13: "Child Company", 14: "Parent Company"}
 
 
+def check_label_name(name: str) -> None:
+    """The associations guide on a label's `name`: "Cette valeur ne peut pas comprendre de
+    traits d'union ni commencer par un caractère numérique." (ValueError: a 400)."""
+    if "-" in name or name[:1].isdigit():
+        raise ValueError(
+            f"Invalid association label name {name!r}: the name cannot contain hyphens "
+            "or start with a number"
+        )
+
+
+def check_pair(frm: str, to: str) -> None:
+    """Objects that the CRM overview says cannot be associated (ValueError: a 400):
+    "Les produits ne peuvent pas être associés à d'autres objets", nor can users."""
+    for side in (frm, to):
+        if side in UNASSOCIABLE:
+            raise ValueError(
+                f"{UNASSOCIABLE[side]} cannot be associated with other objects "
+                f"({frm} to {to} is not a valid association)"
+            )
+
+
 class AssociationStore:
     """Type registry and edges: edges[(from_type, to_type)][from_id][to_id] = {type ids}."""
 
@@ -57,6 +80,9 @@ class AssociationStore:
         self.types: dict[int, AssociationType] = {}
         self.defaults: dict[tuple[str, str], int] = {}
         self.edges: dict[tuple[str, str], dict[int, dict[int, set[int]]]] = {}
+        # Primary company types -> whether the record that has the primary company is on
+        # the `from` side (contact->company 1) or the `to` side (company->contact 2).
+        self.primary: dict[int, bool] = {}
         self._next_id = FIRST_USER_TYPE_ID
         for frm, to, tid, inv, label, is_default in _HUBSPOT_DEFINED:
             self._register(AssociationType(tid, frm, to, "HUBSPOT_DEFINED", label, inv))
@@ -69,6 +95,8 @@ class AssociationStore:
 
     def _register(self, atype: AssociationType) -> None:
         self.types[atype.type_id] = atype
+        if atype.category == "HUBSPOT_DEFINED" and atype.label == "Primary":
+            self.primary[atype.type_id] = atype.to_type == COMPANY
 
     def _allocate(self) -> int:
         tid = self._next_id
@@ -98,8 +126,9 @@ class AssociationStore:
         self, frm: str, to: str, name: str, label: str, inverse_label: str | None
     ) -> list[AssociationType]:
         """A user label: one type id per direction; the answer lists the paired ones."""
-        existing = [t for t in self.labels(frm, to) if t.category == "USER_DEFINED"]
-        if any(t.name == name for t in existing):
+        check_label_name(name)
+        existing = {t.name for t in self.labels(frm, to) if t.category == "USER_DEFINED"}
+        if name in existing:
             raise ValueError(f"An association label named {name} already exists")
         if len(existing) >= MAX_LABELS_PER_PAIR:
             raise ValueError(f"At most {MAX_LABELS_PER_PAIR} labels per object pair")
@@ -132,10 +161,25 @@ class AssociationStore:
     def add(self, frm: str, from_id: int, to: str, to_id: int, type_id: int) -> None:
         """Add one typed edge (idempotent), readable from both sides."""
         inverse = self.types[type_id].inverse_id
+        holder_is_from = self.primary.get(type_id)
+        if holder_is_from is not None:
+            if holder_is_from:
+                self._demote_primary(frm, from_id, to, to_id, type_id)
+            else:
+                self._demote_primary(to, to_id, frm, from_id, inverse)
         forward = self.edges.setdefault((frm, to), {}).setdefault(from_id, {})
         forward.setdefault(to_id, set()).add(type_id)
         back = self.edges.setdefault((to, frm), {}).setdefault(to_id, {})
         back.setdefault(from_id, set()).add(inverse)
+
+    def _demote_primary(self, frm: str, from_id: int, company: str, company_id: int,
+                        primary: int) -> None:
+        """A record has one primary company (the associations guide: "une seule peut être
+        l'entreprise principale"): the one it had becomes an unlabeled association."""
+        targets = self.edges.get((frm, company), {}).get(from_id, {})
+        for old in [c for c, types in targets.items() if primary in types and c != company_id]:
+            self.remove(frm, from_id, company, old, {primary})
+            self.add(frm, from_id, company, old, self.default_type(frm, company))
 
     def remove(
         self, frm: str, from_id: int, to: str, to_id: int, type_ids: set[int] | None = None

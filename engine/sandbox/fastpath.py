@@ -25,7 +25,7 @@ import msgspec
 import orjson
 
 from engine.sandbox.store import LeanRecord, ObjectStore, Record, now_ms
-from engine.sandbox.validate import InvalidValue, iso_from_ms
+from engine.sandbox.validate import DIRECTORY_PROPERTIES, InvalidValue, iso_from_ms
 
 _DICT = {dict}
 _STR = {str}
@@ -145,6 +145,8 @@ def create_nowait(store: ObjectStore, inputs: list[Any], started: int) -> bytes 
         return None
     props, traces = plain
     columns, uniform = _columns(props)
+    if not DIRECTORY_PROPERTIES.isdisjoint(columns):  # owners, pipelines: checked per input
+        return None
     n = len(props)
     validators, column_checks = store.validators, store.column_checks
     changed: dict[str, dict[str, str]] = {}  # name -> {given value: stored value} if not equal

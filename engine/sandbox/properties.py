@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from engine.sandbox.associations import check_pair
 from engine.sandbox.errors import ApiError, bad_request, error_body
 from engine.sandbox.objects import Answer
 from engine.sandbox.schemas import FIELD_TYPES, MAX_UNIQUE_PROPERTIES, ObjectType, PropertyDef
@@ -89,8 +90,19 @@ def property_from_json(body: object, existing: dict[str, PropertyDef]) -> Proper
     )
 
 
+# The CRM overview guide: "For contacts, companies, deals, tickets, appointments, courses,
+# listings, services, and custom objects, you can also create custom unique identifier
+# properties." (custom objects are 2-*)
+UNIQUE_ALLOWED = frozenset({"0-1", "0-2", "0-3", "0-5", "0-421", "0-410", "0-420", "0-162"})
+
+
 def create_property(store: ObjectStore, body: object) -> Answer:
     prop = property_from_json(body, store.otype.properties)
+    if prop.unique and not (store.otype.custom or store.type_id in UNIQUE_ALLOWED):
+        raise bad_request(
+            f"Unable to create property {prop.name}: {store.otype.name} cannot have "
+            "unique value properties"
+        )
     store.add_property(prop)
     return 201, prop.to_json()
 
@@ -158,7 +170,8 @@ def create_schema(portal: Portal, body: object) -> Answer:
     for other in body.get("associatedObjects") or []:
         try:
             target = portal.store(str(other))
-        except ApiError:
+            check_pair(type_id, target.type_id)
+        except (ApiError, ValueError):
             continue
         portal.associations.default_type(type_id, target.type_id)
     return 201, schema_json(store)

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from engine.sandbox import objects, properties, search, v4
+from engine.sandbox import objects, pipelines, properties, search, v4
 from engine.sandbox.audit import Stats, audit, parse_keys
 from engine.sandbox.errors import ApiError, bad_request, correlation_id, error_body, unauthorized
 from engine.sandbox.faults import HTML_502, Faults
@@ -403,6 +403,13 @@ def build_app(state: State) -> web.Application:
     _resource(r, v4_base + "/labels", get=api(_labels), post=api(_labels))
     _resource(r, v4_base + "/labels/{type_id}", delete=api(_label))
     _resource(r, v4_base + "/batch/{op:.+}", post=api(_assoc_batch))
+    _resource(r, "/crm/v3/owners", get=api(pipelines.owners_route))
+    _resource(r, "/crm/v3/owners/", get=api(pipelines.owners_route))  # the official client's
+    _resource(r, "/crm/v3/owners/{owner_id}", get=api(pipelines.owner_route))
+    _resource(r, "/crm/v3/pipelines/{type}", get=api(pipelines.pipelines_route))
+    _resource(r, "/crm/v3/pipelines/{type}/{pipeline_id}", get=api(pipelines.pipeline_route))
+    _resource(r, "/crm/v3/pipelines/{type}/{pipeline_id}/stages",
+              get=api(pipelines.stages_route))
     _resource(r, "/__sandbox/audit", get=_audit_call(_audit))
     _resource(r, "/__sandbox/records/{type}", get=_audit_call(_records))
     _resource(r, "/__sandbox/associations/{from}/{to}", get=_audit_call(_edges))

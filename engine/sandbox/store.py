@@ -14,12 +14,14 @@ from typing import Any
 
 from engine.sandbox.associations import AssociationStore
 from engine.sandbox.errors import ApiError, bad_request, conflict, not_found, validation_error
+from engine.sandbox.pipelines import DIRECTORY
 from engine.sandbox.schemas import ObjectType, PropertyDef, default_object_types
 from engine.sandbox.validate import (
     MAX_STRING_CHARS,
     ColumnCheck,
     InvalidValue,
     Validator,
+    check_directory,
     compile_column_check,
     compile_validator,
     iso_from_ms,
@@ -35,7 +37,6 @@ DEFAULT_PROPERTIES: dict[str, tuple[str, ...]] = {
 }
 _STR_ONLY = frozenset({str})
 _CHECKED_STRINGS = frozenset({"email"})  # strings with a format rule (contacts' email)
-SYSTEM_DEFAULT = ("createdate", "hs_lastmodifieddate", "hs_object_id")
 
 
 def now_ms() -> int:
@@ -118,6 +119,7 @@ class ObjectStore:
         self.column_checks: dict[str, ColumnCheck] = {}
         self.plain_text: frozenset[str] = frozenset()
         self.defaults: tuple[str, ...] = ()
+        self.id_fields: tuple[str, ...] = ()
         self.refresh_schema()
 
     @property
@@ -147,10 +149,8 @@ class ObjectStore:
                     if value and rec.archived_ms is None:
                         index[unique_key(value)] = rec.id
                 self.unique[name] = index
-        self.defaults = DEFAULT_PROPERTIES.get(
-            self.type_id,
-            tuple(sorted({*SYSTEM_DEFAULT, self.otype.modified_property})),
-        )
+        self.id_fields = ("createdate", "hs_object_id", self.otype.modified_property)
+        self.defaults = DEFAULT_PROPERTIES.get(self.type_id, tuple(sorted(self.id_fields)))
 
     def add_property(self, prop: PropertyDef) -> None:
         self.otype.properties[prop.name] = prop
@@ -226,6 +226,7 @@ class ObjectStore:
                 if problems is None:
                     problems = []
                 problems.append(exc)
+        problems = check_directory(self.otype.name, changes, old_props, DIRECTORY, problems)
         if problems:
             raise InvalidInput(Problem(400, "VALIDATION_ERROR", "", invalid=problems))
         return changes
@@ -326,15 +327,16 @@ class ObjectStore:
 
     def to_json(self, rec: Record, properties: list[str] | None = None,
                 all_props: bool = False) -> dict[str, Any]:
-        """A SimplePublicObject: all stored properties, or the defaults + `properties`."""
+        """A SimplePublicObject: all stored properties, or the defaults (without
+        `properties`), or `properties` and the id fields; only properties with a value."""
         props = rec.props
         if all_props:
-            out: dict[str, str | None] = dict(props)
+            out = dict(props)
         else:
-            out = {name: props.get(name) for name in self.defaults}
-            if properties:
-                for name in properties:
-                    out[name] = props.get(name)
+            # The guides: a property without a value "n'apparaîtra pas dans la réponse";
+            # `properties=` gives exactly those asked for, plus the record's id fields.
+            names = (*self.id_fields, *properties) if properties else self.defaults
+            out = {name: props[name] for name in names if name in props}
         if self.portal.lean:
             created = iso_from_ms(rec.created_ms)
             out["hs_object_id"] = str(rec.id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from engine.sandbox.associations import check_pair
 from engine.sandbox.errors import ApiError, bad_request, batch_error, error_body
 from engine.sandbox.objects import Answer, batch_answer, inputs_of
 from engine.sandbox.store import ObjectStore, Portal, Record, now_ms
@@ -24,7 +25,16 @@ def _id_of(ref: object) -> str | None:
     return None
 
 
+def associable(frm: ObjectStore, to: ObjectStore) -> None:
+    """400 for a pair of objects that cannot be associated."""
+    try:
+        check_pair(frm.type_id, to.type_id)
+    except ValueError as exc:
+        raise bad_request(str(exc)) from None
+
+
 def list_labels(portal: Portal, frm: ObjectStore, to: ObjectStore) -> Answer:
+    associable(frm, to)
     types = portal.associations.labels(frm.type_id, to.type_id)
     return 200, {"results": [t.spec() for t in sorted(types, key=lambda t: t.type_id)]}
 
@@ -32,6 +42,7 @@ def list_labels(portal: Portal, frm: ObjectStore, to: ObjectStore) -> Answer:
 def create_label(portal: Portal, frm: ObjectStore, to: ObjectStore, body: object) -> Answer:
     if not isinstance(body, dict) or not body.get("name") or not body.get("label"):
         raise bad_request("Invalid input JSON: a label needs `name` and `label`")
+    associable(frm, to)
     inverse = body.get("inverseLabel")
     try:
         created = portal.associations.create_label(
@@ -105,6 +116,7 @@ def _write_pairs(frm: ObjectStore, to: ObjectStore, body: object, limit: int,
 
 def batch_create(portal: Portal, frm: ObjectStore, to: ObjectStore, body: object,
                  limit: int) -> Answer:
+    associable(frm, to)
     assoc = portal.associations
     default = assoc.default_type(frm.type_id, to.type_id)
 
@@ -145,6 +157,7 @@ def _type_ids(portal: Portal, frm: ObjectStore, to: ObjectStore, types: object) 
 
 def batch_default(portal: Portal, frm: ObjectStore, to: ObjectStore, body: object,
                   limit: int) -> Answer:
+    associable(frm, to)
     assoc = portal.associations
     default = assoc.default_type(frm.type_id, to.type_id)
 
@@ -161,6 +174,7 @@ def batch_default(portal: Portal, frm: ObjectStore, to: ObjectStore, body: objec
 
 def batch_read(portal: Portal, frm: ObjectStore, to: ObjectStore, body: object) -> Answer:
     started = now_ms()
+    associable(frm, to)
     inputs = _inputs(body, READ_LIMIT)
     assoc = portal.associations
     results: list[Any] = []

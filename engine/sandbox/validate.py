@@ -12,8 +12,12 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from typing import TYPE_CHECKING
 
 from engine.sandbox.schemas import PropertyDef
+
+if TYPE_CHECKING:
+    from engine.sandbox.pipelines import Directory
 
 MAX_STRING_CHARS = 65_536
 DAY_MS = 86_400_000
@@ -35,6 +39,8 @@ _EMAIL = re.compile(r"^[^@\s;,]+@[^@\s;,]+\.[^@\s;,]+$")
 _NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _EPOCH_MS = re.compile(r"^-?\d{1,15}$")
+_ISO_DATETIME = re.compile(
+    r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?$")
 
 
 def as_text(value: object) -> str:
@@ -81,25 +87,29 @@ Fail = Callable[[str, str], InvalidValue]
 
 
 def _valid_date(text: str, fail: Fail) -> str:
-    """`YYYY-MM-DD` (a real calendar date) or epoch ms at midnight UTC -> `YYYY-MM-DD`."""
+    """`YYYY-MM-DD` (a real calendar date), or an ISO 8601 datetime or epoch ms at midnight
+    UTC (the properties guide: "chaînes ISO 8601 ou d'horodatages EPOCH en millisecondes
+    (c.-à-d. minuit UTC)") -> `YYYY-MM-DD`."""
     if _DATE.match(text):
         try:
             date.fromisoformat(text)
         except ValueError:
             raise fail("INVALID_DATE", f"{text} is not a valid date.") from None
         return text
-    if _EPOCH_MS.match(text):
-        ms = int(text)
-        rest = ms % DAY_MS
-        if rest:
-            h, m = divmod(rest // 1000, 3600)
-            clock = f"{h:02d}:{m // 60:02d}:{m % 60:02d}.{rest % 1000:03d}"
-            raise fail("INVALID_DATE", f"{text} is at {clock} UTC, not midnight!")
-        return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d")
-    raise fail(
-        "INVALID_DATE",
-        f"{text} is not a valid date. Use YYYY-MM-DD or epoch milliseconds at midnight UTC.",
-    )
+    ms = int(text) if _EPOCH_MS.match(text) else (
+        parse_datetime_ms(text) if _ISO_DATETIME.match(text) else None)
+    if ms is None:
+        raise fail(
+            "INVALID_DATE",
+            f"{text} is not a valid date. Use YYYY-MM-DD, or an ISO 8601 datetime or epoch "
+            "milliseconds at midnight UTC.",
+        )
+    rest = ms % DAY_MS
+    if rest:
+        h, m = divmod(rest // 1000, 3600)
+        clock = f"{h:02d}:{m // 60:02d}:{m % 60:02d}.{rest % 1000:03d}"
+        raise fail("INVALID_DATE", f"{text} is at {clock} UTC, not midnight!")
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d")
 
 
 def _valid_datetime(text: str, fail: Fail) -> str:
@@ -259,3 +269,56 @@ def compile_column_check(prop: PropertyDef, object_name: str) -> ColumnCheck | N
             return lambda column: True
         return frozenset({"", *(v for _, v in prop.options)}).issuperset
     return None
+
+
+# --- owners and pipelines: values that must name a record of the portal's directory ------
+
+OWNER_PROPERTY = "hubspot_owner_id"
+# object type name -> (its pipeline property, its stage property)
+PIPELINE_PROPERTIES = {"deals": ("pipeline", "dealstage"),
+                       "tickets": ("hs_pipeline", "hs_pipeline_stage")}
+DIRECTORY_PROPERTIES = frozenset({OWNER_PROPERTY, *(
+    name for pair in PIPELINE_PROPERTIES.values() for name in pair)})
+
+
+def check_directory(object_name: str, changes: dict[str, str], old: dict[str, str] | None,
+                    directory: Directory, problems: list[InvalidValue] | None
+                    ) -> list[InvalidValue] | None:
+    """`problems` plus what the owner and pipeline values of a change get wrong: an owner id
+    that is no owner's, a pipeline that is not one of the object's, a stage that is not in
+    the record's pipeline (the one given, else the record's, else the default pipeline).
+    Cheap when the change sets none of them (the common case)."""
+    if DIRECTORY_PROPERTIES.isdisjoint(changes):
+        return problems
+    found: list[InvalidValue] = []
+    owner = changes.get(OWNER_PROPERTY)
+    if owner and not directory.is_owner(owner):
+        found.append(InvalidValue(OWNER_PROPERTY, "INVALID_OWNER_ID",
+                                  f"{owner} is not a valid owner id"))
+    names = PIPELINE_PROPERTIES.get(object_name)
+    if names is not None:
+        found += _pipeline_problems(object_name, names, changes, old or {}, directory)
+    return [*(problems or ()), *found] or None
+
+
+def _pipeline_problems(object_name: str, names: tuple[str, str], changes: dict[str, str],
+                       old: dict[str, str], directory: Directory) -> list[InvalidValue]:
+    pipeline_name, stage_name = names
+    given = changes.get(pipeline_name)
+    if given:
+        pipeline = directory.pipeline(object_name, given)
+        if pipeline is None:
+            listing = ", ".join(directory.pipeline_ids(object_name))
+            return [InvalidValue(pipeline_name, "INVALID_OPTION",
+                                 f"{given} was not one of the allowed options: [{listing}]")]
+    else:
+        current = old.get(pipeline_name)
+        pipeline = (directory.pipeline(object_name, current) if current else None
+                    ) or directory.default_pipeline(object_name)
+    stage = changes.get(stage_name)
+    if not stage or pipeline is None or stage in pipeline.stage_ids():
+        return []
+    listing = ", ".join(pipeline.stage_ids())
+    return [InvalidValue(stage_name, "INVALID_OPTION",
+                         f"{stage} was not one of the allowed options: [{listing}] "
+                         f"(the stages of pipeline {pipeline.id}, {pipeline.label})")]

@@ -131,7 +131,7 @@ async def test_batch_read_by_id_and_id_property_with_missing_ids_is_207(api):
     assert reply.status == 207
     assert [r["id"] for r in reply.body["results"]] == ids
     assert reply.body["results"][0]["properties"]["phone"] == "123"
-    assert reply.body["results"][1]["properties"]["phone"] is None
+    assert "phone" not in reply.body["results"][1]["properties"]
     assert reply.body["errors"][0]["category"] == "OBJECT_NOT_FOUND"
     assert reply.body["errors"][0]["context"] == {"ids": ["999999"]}
     reply = await api.post(f"{BATCH}/read", {
@@ -284,7 +284,7 @@ async def test_list_pages_through_everything_once(api):
 async def test_unknown_object_type_is_400_and_type_ids_work(api):
     assert (await api.get("/crm/v3/objects/unicorns")).status == 400
     reply = await api.post("/crm/v3/objects/0-3/batch/create", {"inputs": [
-        {"properties": {"dealname": "D", "amount": "10.5", "dealstage": "anything",
+        {"properties": {"dealname": "D", "amount": "10.5", "dealstage": "appointmentscheduled",
                         "closedate": "1700000000000"}}]})
     assert reply.status == 201
     props = reply.body["results"][0]["properties"]
@@ -322,8 +322,8 @@ CASES = [
      ("hs_buying_role", "CHAMPION;BLOCKER")),
     ("contacts", {"email": "x@example.com", "hs_buying_role": "CHAMPION;nope"},
      "INVALID_OPTION", None),
-    ("deals", {"dealname": "d", "dealstage": "any-stage-id"}, None,
-     ("dealstage", "any-stage-id")),
+    ("deals", {"dealname": "d", "dealstage": "closedwon"}, None, ("dealstage", "closedwon")),
+    ("deals", {"dealname": "d", "dealstage": "any-stage-id"}, "INVALID_OPTION", None),
 ]
 
 
