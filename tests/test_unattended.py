@@ -291,3 +291,22 @@ def test_the_handlers_come_back_as_soon_as_a_run_stops_listening():
     finally:
         signal.signal(signal.SIGTERM, previous)
         signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def test_a_signal_after_the_run_ended_cannot_turn_its_exit_code_into_a_kill(monkeypatch):
+    """Python restores the default handlers while it shuts down, and a default SIGTERM
+    would end a finished run with -15: the console script ignores signals once `main`
+    has returned (Python leaves ignored signals ignored through shutdown)."""
+    import engine.__main__ as console
+
+    monkeypatch.setattr(console, "main", lambda: 1)
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with pytest.raises(SystemExit) as exited:
+            console.entry()
+        assert exited.value.code == 1
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+        os.kill(os.getpid(), signal.SIGTERM)  # ignored: this test goes on
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
