@@ -297,11 +297,11 @@ def test_a_signal_after_the_run_ended_cannot_turn_its_exit_code_into_a_kill(monk
     """Python restores the default handlers while it shuts down, and a default SIGTERM
     would end a finished run with -15: the console script ignores signals once `main`
     has returned (Python leaves ignored signals ignored through shutdown)."""
-    import engine.__main__ as console
-
-    monkeypatch.setattr(console, "main", lambda: 1)
     saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
+        import engine.__main__ as console  # installs PENDING: restored below
+
+        monkeypatch.setattr(console, "main", lambda: 1)
         with pytest.raises(SystemExit) as exited:
             console.entry()
         assert exited.value.code == 1
