@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import csv
 import json
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import anyio
 import pytest
@@ -162,3 +164,11 @@ class StandaloneSandbox:
         self.proc.wait(20)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
+
+
+def write_csv(path: Path, header: list[str], rows: list[list[str]]) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path

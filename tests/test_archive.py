@@ -4,21 +4,13 @@ At the CLI against the sandbox: which records are archived, the results file (ac
 `archived`), the rejects (NOT_FOUND, bad ids) and the summary's counts.
 """
 
-import csv
 from pathlib import Path
 
 import orjson
 import polars as pl
 
 from engine.cli import main
-
-
-def write_csv(path: Path, header: list[str], rows: list[list[str]]) -> Path:
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(rows)
-    return path
+from tests.conftest import write_csv
 
 
 def seed_contacts(tmp_path: Path, sandbox, n: int) -> dict[str, str]:

@@ -5,7 +5,6 @@ Every run is `engine.cli.main` in-process against a threaded sandbox; edges are 
 from the sandbox's edge dump, reads counted by its audit.
 """
 
-import csv
 import urllib.request
 from pathlib import Path
 
@@ -16,16 +15,9 @@ import pytest
 from engine.cli import main
 from engine.errors import ConfigError
 from engine.job import load_job
+from tests.conftest import write_csv
 
 COMPANY_READS = "POST /crm/v3/objects/companies/batch/read"
-
-
-def write_csv(path: Path, header: list[str], rows: list[list[str]]) -> Path:
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(rows)
-    return path
 
 
 def seed_companies(sandbox, domains: list[str]) -> dict[str, str]:

@@ -3,7 +3,6 @@ amounts and value maps, from `normalize` up to the CLI against the sandbox."""
 
 from __future__ import annotations
 
-import csv
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -24,6 +23,7 @@ from engine.mapping import (
 )
 from engine.normalize import NormalizeOptions, expressions, normalize
 from engine.schema import Schema, parse_properties
+from tests.conftest import write_csv
 from tests.test_associate_existing import edges, seed_companies
 
 CASES = Path(__file__).parent / "cases"
@@ -249,14 +249,6 @@ def test_bad_cleaning_options_in_a_mapping_file(tmp_path: Path, column_table: st
 
 
 # --- the CLI against the sandbox --------------------------------------------------------
-
-
-def write_csv(path: Path, header: list[str], rows: list[list[str]]) -> Path:
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(rows)
-    return path
 
 
 def run(tmp_path: Path, sandbox, source: Path, *extra: str) -> tuple[int, dict]:

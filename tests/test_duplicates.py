@@ -206,7 +206,6 @@ def test_the_key_pre_scan_spills_to_disk_and_decides_as_a_naive_scan(monkeypatch
     from engine.imports import dedupe
     from engine.source import SOURCE_ROW
 
-    monkeypatch.setattr(dedupe, "_SPILL_ROWS", 700)
     rng = random.Random(5)
     keys = [f" User{rng.randrange(3000)}@Example.org" for _ in range(5000)]
     frames = [pl.DataFrame({SOURCE_ROW: list(range(i + 1, i + 501)), KEY: keys[i:i + 500]})
@@ -217,11 +216,14 @@ def test_the_key_pre_scan_spills_to_disk_and_decides_as_a_naive_scan(monkeypatch
     for row, key in enumerate(folded, 1):
         firsts.setdefault(key, row)
         lasts[key] = row
-    for policy, holder in (("reject", firsts), ("first", firsts), ("last", lasts)):
+    for spill_rows, policy, holder in ((700, "reject", firsts), (700, "first", firsts),
+                                       (700, "last", lasts), (10**9, "reject", firsts),
+                                       (10**9, "last", lasts)):
+        monkeypatch.setattr(dedupe, "_SPILL_ROWS", spill_rows)  # 10**9: never on disk
         got = dedupe.dropped_rows(iter(frames), policy)
         expected = [(row, holder[key]) for row, key in enumerate(folded, 1)
                     if holder[key] != row]
-        assert got.rows() == expected, policy
+        assert got.rows() == expected, (spill_rows, policy)
 
 
 def test_the_same_input_with_another_duplicates_choice_is_a_new_run(tmp_path, sandbox_env):

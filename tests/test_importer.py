@@ -1,6 +1,5 @@
 """End-to-end imports through the CLI against a sandbox: server state, files, exit codes."""
 
-import csv
 import os
 import signal
 import subprocess
@@ -12,15 +11,7 @@ import orjson
 import polars as pl
 
 from engine.cli import main
-from tests.conftest import StandaloneSandbox
-
-
-def write_csv(path: Path, header: list[str], rows: list[list[str]]) -> Path:
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(rows)
-    return path
+from tests.conftest import StandaloneSandbox, write_csv
 
 
 def contacts(n: int, start: int = 0) -> list[list[str]]:

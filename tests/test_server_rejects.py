@@ -6,8 +6,6 @@ not exist; a string over HubSpot's length limit with the local limit raised), an
 answer decoding fed HubSpot's error shapes by hand (HUBSPOT_API.md, "Error bodies").
 """
 
-import csv
-from pathlib import Path
 
 import orjson
 import polars as pl
@@ -18,14 +16,7 @@ from engine.cli import main
 from engine.imports.answers import Keys, SourceNames, read_answer, reject_from, sourced
 from engine.journal import Reject
 from engine.normalize import NormalizeOptions
-
-
-def write_csv(path: Path, header: list[str], rows: list[list[str]]) -> Path:
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(rows)
-    return path
+from tests.conftest import write_csv
 
 
 def test_an_update_of_a_missing_record_names_the_id_column_and_value(tmp_path, sandbox_env):

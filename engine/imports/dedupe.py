@@ -21,8 +21,8 @@ Keys are compared after normalisation of the key column alone, in a pre-scan bef
 first batch (a row whose key is invalid is rejected for that, not counted here; the row
 standing for a key may still be rejected for another value). Decisions depend only on the
 input and the options, so a resumed run drops the same rows and builds the same batches.
-Memory: the pre-scan spills hashed keys to disk (`dropped_rows`); the run keeps only the
-rows it drops.
+Memory: the pre-scan spills hashed keys to disk past half a million (`dropped_rows`);
+the run keeps only the rows it drops.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ class Dedupe:
 
 OTHER = "__other"
 _PARTS = 64  # hash partitions spilled to disk: each holds about 1/64 of the keys
-_SPILL_ROWS = 250_000  # buffered (row, hash, hash) triples before they go to disk
+_SPILL_ROWS = 500_000  # buffered (row, hash, hash) triples before they go to disk
 
 
 def _no_drops() -> pl.DataFrame:
@@ -106,18 +106,18 @@ def dropped_rows(frames: Iterable[pl.DataFrame], policy: Duplicates) -> pl.DataF
     (reject, first) or the last (last).
 
     Bounded memory whatever the input's size: each key becomes two seeded 64-bit hashes
-    (24 bytes with its row), spilled to disk in hash partitions; each partition is then
-    read alone, and only its repeated keys are kept. Two keys are the same when both
-    hashes agree; a clash of both for distinct keys (about one in 10^19 per pair) is the
-    only way two keys could be taken for one.
+    (24 bytes with its row); past `_SPILL_ROWS` keys they are spilled to disk in hash
+    partitions, each then read alone, and only repeated keys are kept. Two keys are the
+    same when both hashes agree; a clash of both for distinct keys (about one in 10^19
+    per pair) is the only way two keys could be taken for one.
     """
     with tempfile.TemporaryDirectory(prefix="hsbulk-keys-") as folder:
         spill = _Spill(Path(folder))
+        key = pl.col(KEY)
         for frame in frames:
-            key = folded(pl.col(KEY))
-            spill.add(frame.filter(key.is_not_null() & (key != "")).select(
-                pl.col(SOURCE_ROW).cast(pl.Int64), key.hash(seed=1).alias("h"),
-                key.hash(seed=2).alias("g")))
+            keyed = frame.select(pl.col(SOURCE_ROW).cast(pl.Int64), folded(key).alias(KEY))
+            spill.add(keyed.filter(key != "").select(  # (null != "" is null: dropped)
+                SOURCE_ROW, key.hash(seed=1).alias("h"), key.hash(seed=2).alias("g")))
         found = [_repeats(part, policy) for part in spill.partitions()]
     found = [f for f in found if f.height]
     return pl.concat(found).sort(SOURCE_ROW) if found else _no_drops()
@@ -147,7 +147,7 @@ class _Spill:
     def add(self, triples: pl.DataFrame) -> None:
         self.buffered.append(triples)
         self.rows += triples.height
-        if self.rows >= _SPILL_ROWS:
+        if self.rows > _SPILL_ROWS:
             self.flush()
 
     def flush(self) -> None:
@@ -160,6 +160,10 @@ class _Spill:
         self.buffered, self.rows = [], 0
 
     def partitions(self) -> Iterator[pl.DataFrame]:
+        if not self.pieces:  # it all fit in the buffer: one partition, never on disk
+            if self.rows:
+                yield pl.concat(self.buffered)
+            return
         self.flush()
         for part in range(_PARTS):
             files = sorted(self.folder.glob(f"{part}-*.arrow"))
