@@ -118,8 +118,8 @@ async def test_export_reads_every_record_and_edge_once_with_both_readers(tmp_pat
         spec = ExportSpec("contacts", tmp_path / "out", associations=("companies",),
                           partitions=1, rows_per_part=4_000, search_chunk=12_000,
                           checkpoint=tmp_path / "export.db")
-        # A list slower than search: the search reader cuts pieces past the cap.
-        sandbox.configure(latency_ms=50, search_latency_ms=2)
+        # A list much slower than search: the search reader cuts pieces past the cap.
+        sandbox.configure(latency_ms=150, search_latency_ms=2)
         async with client_for(sandbox) as client:
             summary = await run_export(client, spec)
         stored = {int(r["id"]): r["properties"] for r in sandbox.records("contacts")}
