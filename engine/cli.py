@@ -41,6 +41,7 @@ from engine.config import DEFAULT_CONCURRENCY, Rate, parse_duration_s, resolve_b
 from engine.dryrun import run_dry
 from engine.errors import ConfigError, EngineError, first_error
 from engine.exports import ExportSpec
+from engine.imports.dedupe import dedupe_for
 from engine.imports.delta import default_state_path
 from engine.imports.mirror import preview as mirror_preview
 from engine.imports.plan import RECORD_ID, ImportSpec, plan_step
@@ -323,7 +324,9 @@ def run_dry_run(args: argparse.Namespace, spec: ImportSpec) -> int:
             return await fetch_lookups(client, spec.object_type, step.plan)
 
     found = run_async(lookups) if needs_lookups(spec.object_type, step.plan) else None
+    dedupe = dedupe_for(spec, step, loaded, source)
     plan = run_dry(source, loaded, step.mapping, step.options, lookups=found,
+                   duplicates=None if dedupe is None else (dedupe, step.keys.prop),
                    rejects_path=args.rejects, normalized_path=args.emit_normalized,
                    rate_per_10s=round(rate.per_s * 10) if rate else 1000,
                    daily_quota=args.daily_quota)

@@ -17,14 +17,16 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import polars as pl
 
+from engine.batch import KEY
 from engine.errors import ConfigError
 from engine.lookups import Lookups
 from engine.mapping import MappingSpec, ResolvedMapping, resolve_mapping
 from engine.normalize import (
+    REJECT_SCHEMA,
     NormalizeOptions,
     NormalizePlan,
     date_order_evidence,
@@ -35,6 +37,9 @@ from engine.outputs import Output, escape_formulas, file_format, is_stdout, refu
 from engine.report import rejects_frame, rejects_schema
 from engine.schema import Schema
 from engine.source import SOURCE_ROW, Source, SourceSpec, open_source
+
+if TYPE_CHECKING:  # imports/dedupe.py plans through this module
+    from engine.imports.dedupe import Dedupe
 
 INPUTS_PER_CALL = 100
 
@@ -241,9 +246,10 @@ class _Tally:
     fields_dropped: int = 0
     reasons: Counter[tuple[str, str]] = field(default_factory=Counter)
 
-    def add(self, batch: pl.DataFrame, valid: pl.DataFrame, rejects: pl.DataFrame) -> None:
+    def add(self, batch: pl.DataFrame, valid: pl.DataFrame, rejects: pl.DataFrame,
+            skipped: int = 0) -> None:
         self.rows_valid += valid.height
-        self.rows_rejected += batch.height - valid.height
+        self.rows_rejected += batch.height - valid.height - skipped
         if not rejects.height:
             return
         if self.drop_field:
@@ -251,6 +257,23 @@ class _Tally:
                 pl.col(SOURCE_ROW).is_in(valid[SOURCE_ROW].implode())).height
         for code, column, count in rejects.group_by("code", "column").len().rows():
             self.reasons[(code, column or "")] += count
+
+
+def _sifted(valid: pl.DataFrame, rejects: pl.DataFrame, dedupe: Dedupe, key: str,
+            ) -> tuple[pl.DataFrame, pl.DataFrame, int]:
+    """`--duplicates` on a normalised chunk: (valid, rejects with DUPLICATE_KEY rows, rows
+    skipped by first/last: neither sent nor rejected)."""
+    if key not in valid.columns:
+        return valid, rejects, 0
+    kept, dropped = dedupe.sift(valid.with_columns(pl.col(key).alias(KEY)))
+    if not dropped:
+        return valid, rejects, 0
+    counted = pl.DataFrame([(r.source_row, r.column, r.value, r.code, r.message)
+                            for r in dropped if r.counted], schema=REJECT_SCHEMA, orient="row")
+    if counted.height:
+        rejects = pl.concat([rejects.cast(REJECT_SCHEMA), counted]).sort(
+            SOURCE_ROW, maintain_order=True)
+    return kept.drop(KEY), rejects, len(dropped) - counted.height
 
 
 def _open_writers(src: Source, plan: NormalizePlan, rejects_path: Path | str | None,
@@ -282,6 +305,7 @@ def run_dry(
     rate_per_10s: int = 100,
     daily_quota: int | None = None,
     lookups: Lookups | None = None,
+    duplicates: tuple[Dedupe, str] | None = None,
 ) -> Plan:
     """Stream the whole input through source -> normalise; write files; return the Plan.
 
@@ -303,7 +327,10 @@ def run_dry(
             valid, rejects = normalize(batch, plan)
             if lookups is not None:  # owners, pipelines, stages, read by the caller
                 valid, rejects = lookups.apply(valid, rejects)
-            tally.add(batch, valid, rejects)
+            skipped = 0
+            if duplicates is not None:  # rows sharing a key, as the run would sift them
+                valid, rejects, skipped = _sifted(valid, rejects, *duplicates)
+            tally.add(batch, valid, rejects, skipped)
             if rejects_out is not None and rejects.height:
                 rejects_out.write(rejects_frame(rejects, batch))
             if valid_out is not None:

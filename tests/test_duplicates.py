@@ -234,3 +234,22 @@ def test_the_same_input_with_another_duplicates_choice_is_a_new_run(tmp_path, sa
     assert code == 0, summary  # not "already complete": the later rows are sent now
     assert (summary["updated"] + summary["unchanged"], summary["skipped"]) == (280, 20)
     assert names_by_email(sandbox)["user7@example.com"] == "Again7"
+
+
+def test_the_dry_run_rejects_and_skips_duplicates_as_the_run_would(tmp_path, sandbox_env,
+                                                                    capsys):
+    sandbox = sandbox_env(rate_requests=None)
+    source = write_csv(tmp_path / "d.csv", [["a@x.org", "A"], ["b@x.org", "B"],
+                                            [" A@X.org", "C"]])
+    rejects = tmp_path / "dry-rejects.csv"
+    base = ["import", str(source), "--object", "contacts", "--id-property", "email", *MAPS,
+            "--base-url", sandbox.base_url, "--dry-run", "--rejects", str(rejects)]
+    assert main(base) == 1
+    out = capsys.readouterr().out
+    assert "Valid: 2   Rejected: 1" in out and "DUPLICATE_KEY" in out
+    table = pl.read_csv(rejects, infer_schema=False)
+    assert table.select("hsbulk_source_row", "hsbulk_code").rows() == [("3", "DUPLICATE_KEY")]
+    assert table["hsbulk_message"][0].startswith("same email as row 1")
+    assert main([*base, "--duplicates", "last"]) == 0  # row 1 skipped: not a reject
+    assert "Valid: 2   Rejected: 0" in capsys.readouterr().out
+    assert sandbox.records("contacts") == []
