@@ -42,7 +42,7 @@ from engine.journal import BatchState, DeltaStore, Edge, JournalThread, Reject, 
 from engine.schema import ObjectType, Schema, canonical_object, fetch_schema
 from engine.source import SOURCE_ROW as ROW
 from engine.source import Source
-from engine.values import clean_domain
+from engine.values import clean_key
 
 log = logging.getLogger("hsbulk.associations")
 
@@ -98,9 +98,7 @@ def parse_associate(text: str) -> AssociationRule:
 def target_key(rule: AssociationRule, value: pl.Expr) -> pl.Expr:
     """A row's target key as HubSpot compares it: a domain cleaned (`https://www.Acme.de/x`
     -> `acme.de`), anything else trimmed; lower case (unique values ignore case)."""
-    if rule.key.lower() == "domain":
-        return clean_domain(value)
-    return value.str.strip_chars().str.to_lowercase()
+    return clean_key(rule.key.lower(), value).str.to_lowercase()
 
 
 async def check_target_keys(client: HubSpotClient, rules: Iterable[AssociationRule]) -> None:

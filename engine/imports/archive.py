@@ -31,7 +31,7 @@ from engine.imports.reconcile import Found, KeyReader
 from engine.imports.writer import Journal
 from engine.journal import Reject, Result, Transition
 from engine.source import SOURCE_ROW, Source
-from engine.values import clean_domain
+from engine.values import clean_key
 
 ARCHIVED = "archived"  # the results file's action
 NOT_FOUND = "NOT_FOUND"
@@ -56,7 +56,7 @@ class ArchiveEncoder:
 
     def encode(self, frame: pl.DataFrame) -> Chunk:
         raw = pl.col(self.column)
-        key = clean_domain(raw) if self.keys.prop == "domain" else raw.str.strip_chars()
+        key = clean_key(self.keys.prop, raw)
         keyed = frame.select(pl.col(SOURCE_ROW).cast(pl.Int64), raw.alias("__raw"),
                              key.alias(KEY))
         bad = pl.col(KEY).is_null() | (pl.col(KEY) == "")

@@ -41,7 +41,7 @@ from engine.mapping import ResolvedMapping
 from engine.normalize import expressions, normalize
 from engine.schema import Schema
 from engine.source import SOURCE_ROW, Source
-from engine.values import clean_domain
+from engine.values import clean_key
 
 DUPLICATE_KEY = "DUPLICATE_KEY"
 DUPLICATE_SKIPPED = "DUPLICATE_SKIPPED"
@@ -191,8 +191,7 @@ def key_frames(source: Source, step: StepPlan, schema: Schema) -> Iterator[pl.Da
     target = step.key_target()
     frames = source.batches(check=False, columns=[column])
     if target is None:  # a record id, or archive's key: cleaned as imports/archive.py does
-        raw = pl.col(column)
-        key = clean_domain(raw) if step.keys.prop == "domain" else raw.str.strip_chars()
+        key = clean_key(step.keys.prop, pl.col(column))
         for frame in frames:
             yield frame.select(SOURCE_ROW, key.alias(KEY))
         return
