@@ -39,6 +39,7 @@ from typing import Any, Literal, TypeVar
 import anyio
 import polars as pl
 
+from engine import eventloop
 from engine.associations import AssociationRule, parse_associate
 from engine.client import HubSpotClient
 from engine.collector import tuned_collector
@@ -581,7 +582,7 @@ def _blocking(func: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return anyio.run(partial(func, *args, **kwargs))
+        return eventloop.run(partial(func, *args, **kwargs))
     name = getattr(func, "__name__", "the run")
     raise ConfigError(f"{name}_sync was called inside a running event loop: "
                       f"use `await engine.{name}(...)` there")

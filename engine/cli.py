@@ -1,4 +1,4 @@
-"""argv -> settings -> anyio.run; exit codes by error type.
+"""argv -> settings -> the event loop (engine.eventloop); exit codes by error type.
 
 Exit codes: 0 all rows done; 1 finished with rejected rows; 2 usage/configuration
 error; 3 fatal API error; 4 stopped at the daily quota or interrupted (resumable).
@@ -18,10 +18,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
-import anyio
 import orjson
 
-from engine import __version__, bench
+from engine import __version__, bench, eventloop
 from engine.api import (
     Connection,
     ExportResult,
@@ -68,7 +67,7 @@ T = TypeVar("T")
 def run_async(go: Callable[[StopRequest], Awaitable[T]]) -> T:
     """Run `go` in an event loop where SIGINT/SIGTERM ask it to stop (then force it)."""
     try:
-        return anyio.run(guarded, go, None, True)
+        return eventloop.run(guarded, go, None, True)
     finally:
         PENDING.install()  # the loop put the default handlers back
 
