@@ -457,25 +457,110 @@ class JournalThread:
         return await anyio.to_thread.run_sync(func, *args, limiter=self._limiter)
 
 
-def _keyed(rows: list[int], ids: list[str], actions: list[str], batch_rows: list[int],
-           batch_keys: list[str] | None) -> tuple[list[Any], ...]:
-    """(source_rows, keys, ids, actions) of one batch's results, as columns sorted by
-    source row.
+@dataclass(slots=True)
+class TextResults:
+    """Batches' results as the journal's JSON text, one entry per batch: its source rows
+    joined by `,`; its keys, ids and actions joined by `","` (JSON strings free of escapes,
+    less their outer quotes). Polars splits these far faster than Python decodes them."""
 
-    A batch answered whole, in the order it was sent (the usual one), is its own columns:
-    no lookup and no tuple per row; the sort happens only when its rows are out of order."""
-    keys: Sequence[str | None]
+    batches: list[int] = field(default_factory=list)  # each batch's ordinal in its chunk
+    counts: list[int] = field(default_factory=list)  # each batch's rows
+    rows: list[bytes] = field(default_factory=list)
+    keys: list[bytes] = field(default_factory=list)
+    ids: list[bytes] = field(default_factory=list)
+    actions: list[bytes] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class DecodedResults:
+    """Batches' results decoded, as columns, each row with its batch's ordinal."""
+
+    batches: list[int] = field(default_factory=list)
+    rows: list[int] = field(default_factory=list)
+    keys: list[str | None] = field(default_factory=list)
+    ids: list[str] = field(default_factory=list)
+    actions: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class ResultsChunk:
+    """Some batches' results, with each row's key (`iter_keyed_results`).
+
+    A batch's rows come as answered: the reader sorts a batch by (source_row, key, id,
+    action) where its rows are out of order. The usual batch (answered whole, in the order
+    it was journaled, with keys, its JSON free of escapes) comes as `text`; any other (a
+    subset of its rows, another order, no keys, escaped strings) comes `decoded`.
+    """
+
+    text: TextResults = field(default_factory=TextResults)
+    decoded: DecodedResults = field(default_factory=DecodedResults)
+    batches: int = 0  # batches added
+    size: int = 0  # rows added
+
+    def add(self, rows: bytes, keys: bytes | None, results: bytes) -> None:
+        """One batch's journaled blobs: its rows and keys (JSON arrays) and its results
+        (`[rows, ids, actions]`, JSON)."""
+        if keys is None or (cut := _actions_start(rows, keys, results)) < 0:
+            self._add_decoded(rows, keys, results)
+        else:
+            out, count = self.text, rows.count(b",") + 1
+            out.batches.append(self.batches)
+            out.counts.append(count)
+            out.rows.append(rows[1:-1])
+            out.keys.append(keys[2:-2])
+            out.ids.append(results[len(rows) + 4:cut])
+            out.actions.append(results[cut + 5:-3])
+            self.size += count
+        self.batches += 1
+
+    def _add_decoded(self, rows: bytes, keys: bytes | None, results: bytes) -> None:
+        answered, ids, actions = orjson.loads(results)
+        out = self.decoded
+        out.batches += [self.batches] * len(answered)
+        out.rows += answered
+        out.keys += _keyed(answered, orjson.loads(rows),
+                           None if keys is None else orjson.loads(keys))
+        out.ids += ids
+        out.actions += actions
+        self.size += len(answered)
+
+
+_IDS_START = b',["'  # after a batch's source rows in its results: its ids begin
+_ACTIONS_START = b'"],["'  # no string holds it unescaped: the ids end, the actions begin
+
+
+def _actions_start(rows: bytes, keys: bytes, results: bytes) -> int:
+    """Where the actions of a batch's results begin (`"],["` before them), for a batch
+    answered whole and in order whose JSON holds no escape (see `TextResults`); -1 for any
+    other batch. Results read `[` + rows + `,["` + ids + `"],["` + actions + `"]]`.
+
+    Keys, ids and actions are strings (see `Transition`). Without a backslash no JSON
+    string holds a quote, so `","` only ever separates two strings and `"],["` only ever
+    ends one array of strings and begins the next."""
+    if not (results.startswith(rows, 1) and results.startswith(_IDS_START, len(rows) + 1)
+            and results.endswith(b'"]]') and b"\\" not in results and b"\\" not in keys
+            and keys.startswith(b'["') and keys.endswith(b'"]')):
+        return -1
+    cut = results.find(_ACTIONS_START, len(rows))
+    # One value per row in each array (a null key, or any other shape, is decoded).
+    gaps = rows.count(b",")
+    if cut < 0 or not (keys.count(b'","') == gaps
+                       == results.count(b'","', len(rows) + 4, cut)
+                       == results.count(b'","', cut + 5)):
+        return -1
+    return cut
+
+
+def _keyed(rows: list[int], batch_rows: list[int], batch_keys: list[str] | None
+           ) -> list[str | None]:
+    """The key of each of a batch's answered `rows`: the one it was journaled with (None
+    for a batch journaled without keys, or a row not in it)."""
     if batch_keys is None:
-        keys = [None] * len(rows)
-    elif rows == batch_rows:
-        keys = batch_keys
-    else:
-        by_row = dict(zip(batch_rows, batch_keys, strict=True))
-        keys = [by_row.get(row) for row in rows]
-    if all(a < b for a, b in itertools.pairwise(rows)):
-        return rows, list(keys), ids, actions
-    ordered = sorted(zip(rows, keys, ids, actions, strict=True))
-    return tuple(list(column) for column in zip(*ordered, strict=True))
+        return [None] * len(rows)
+    if rows == batch_rows:
+        return list(batch_keys)
+    by_row = dict(zip(batch_rows, batch_keys, strict=True))
+    return [by_row.get(row) for row in rows]
 
 
 class SqliteCheckpoint:
@@ -717,25 +802,20 @@ class SqliteCheckpoint:
         if out:
             yield out
 
-    def iter_keyed_results(self, step: str, chunk: int = 50_000
-                           ) -> Iterator[tuple[list[Any], ...]]:
-        """Columns (source_row, key, id, action) in batch order, sorted within each batch;
-        the key is the one the batch was journaled with (None for a batch journaled
-        without)."""
+    def iter_keyed_results(self, step: str, chunk: int = 50_000) -> Iterator[ResultsChunk]:
+        """The step's results in batch order, each row with the key its batch was
+        journaled with (None for a batch journaled without), in chunks of about `chunk`
+        rows; each batch's rows as answered (see `ResultsChunk`)."""
         cursor = self._db.execute(
             "select rows, keys, results from batches where step=? and state=? "
             "and results is not null order by seq", (step, DONE))
-        out: tuple[list[Any], ...] = ([], [], [], [])
-        for rows_blob, keys_blob, blob in cursor:
-            rows, ids, actions = orjson.loads(blob)
-            columns = _keyed(rows, ids, actions, orjson.loads(rows_blob),
-                             None if keys_blob is None else orjson.loads(keys_blob))
-            for into, column in zip(out, columns, strict=True):
-                into += column
-            if len(out[0]) >= chunk:
+        out = ResultsChunk()
+        for rows, keys, results in cursor:
+            out.add(rows, keys, results)
+            if out.size >= chunk:
                 yield out
-                out = ([], [], [], [])
-        if out[0]:
+                out = ResultsChunk()
+        if out.size:
             yield out
 
     def results_of(self, step: str, seq: int) -> list[tuple[int, str, str]]:

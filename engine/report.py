@@ -42,6 +42,7 @@ from rich.progress import (
 from rich.progress import Progress as RichProgress
 from rich.table import Table
 
+from engine.journal import DecodedResults, ResultsChunk, TextResults
 from engine.mapping import is_reserved
 from engine.normalize import REJECT_SCHEMA
 from engine.outputs import write_frame as write_frame
@@ -58,15 +59,53 @@ REJECTS_FILE_SCHEMA: dict[str, pl.DataType] = {REJECT_COLUMNS[name]: dtype
                                                for name, dtype in REJECT_FIELDS.items()}
 
 
-def results_frame(chunks: Iterable[Sequence[list[Any]]], key_property: str) -> pl.DataFrame:
-    """Chunks of columns (source_row, key, id, action) -> the results file's frame (see the
-    docstring); built a column at a time (a tuple per row costs ten times as much)."""
+def results_frame(chunks: Iterable[ResultsChunk], key_property: str) -> pl.DataFrame:
+    """The journal's results (`SqliteCheckpoint.iter_keyed_results`) -> the results file's
+    frame (see the docstring), each batch's rows sorted by source row (then key, id,
+    action). Polars splits the journal's text: a Python object per value costs several
+    times as much."""
     key = key_property if key_property not in RESULT_SCHEMA else "key"
     schema: dict[str, pl.DataType] = {SOURCE_ROW: pl.Int64(), key: pl.String(),
                                       "id": pl.String(), "action": pl.String()}
-    frames = [pl.DataFrame([pl.Series(name, column, dtype=dtype) for (name, dtype), column
-                            in zip(schema.items(), chunk, strict=True)]) for chunk in chunks]
+    frames = [_results_chunk(chunk, schema) for chunk in chunks]
     return pl.concat(frames) if frames else pl.DataFrame(schema=schema)
+
+
+_BATCH = "__batch"  # a row's batch, by its ordinal in the chunk
+
+
+def _results_chunk(chunk: ResultsChunk, schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    text = _text_results(chunk.text, schema)
+    if not chunk.decoded.rows and _is_increasing(text.get_column(SOURCE_ROW)):
+        return text  # the usual chunk: every batch answered whole and in order
+    text_batches = pl.DataFrame({_BATCH: chunk.text.batches, "n": chunk.text.counts},
+                                schema={_BATCH: pl.Int64, "n": pl.UInt32})
+    batches = text_batches.select(pl.col(_BATCH).repeat_by("n").explode())
+    decoded = _decoded_results(chunk.decoded, schema)
+    return (pl.concat([pl.concat([batches, text], how="horizontal"), decoded])
+            .sort(_BATCH, *schema).drop(_BATCH))
+
+
+def _is_increasing(rows: pl.Series) -> bool:
+    return rows.len() < 2 or bool((rows.diff(null_behavior="drop") > 0).all())
+
+
+def _text_results(text: TextResults, schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    """Split each batch's text (see `TextResults`) into its values, a column at a time."""
+    names = list(schema)  # source_row, then the key, id and action strings
+    blobs = pl.DataFrame([pl.Series(name, column, dtype=pl.Binary) for name, column in zip(
+        names, (text.rows, text.keys, text.ids, text.actions), strict=True)])
+    return blobs.lazy().select(  # in one query: polars splits the columns side by side
+        pl.col(names[0]).cast(pl.String).str.split(",").list.explode().cast(pl.Int64),
+        pl.col(names[1:]).cast(pl.String).str.split('","').list.explode()).collect()
+
+
+def _decoded_results(decoded: DecodedResults, schema: dict[str, pl.DataType]
+                     ) -> pl.DataFrame:
+    columns: tuple[list[Any], ...] = (decoded.batches, decoded.rows, decoded.keys,
+                                      decoded.ids, decoded.actions)
+    return pl.DataFrame([pl.Series(name, column, dtype=dtype) for (name, dtype), column in zip(
+        {_BATCH: pl.Int64(), **schema}.items(), columns, strict=True)])
 
 
 def rejects_frame(rejects: pl.DataFrame, originals: pl.DataFrame | None = None

