@@ -1,8 +1,10 @@
 """`hsbulk bench`: synthetic records through the normal import (and export), measured.
 
-The records are made here (a lazy polars frame, no input file) and go through
-`engine.api.import_frame` exactly as a user's frame would; `--export` then reads them back
-with `export_objects`. What is measured, per phase: records/s and calls/s over the wall
+The records are made here (no input file is needed): written to a Parquet file in a
+temporary folder before the clock starts, then imported with `engine.api.import_file`
+exactly as `hsbulk import` imports a user's file (reading, hashing and pre-scanning the
+file are measured; making up the records is not); `--export` then reads them back with
+`export_objects`. What is measured, per phase: records/s and calls/s over the wall
 time of the phase, latency percentiles of every attempt (`client.REQUEST_LOG`), the
 requests per rolling window against the allowed rate (from the client's own send times,
 and for the sandbox target from the server's audit), retries, 429s, this process's CPU
@@ -36,6 +38,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+import anyio
 import polars as pl
 
 from engine import __version__
@@ -45,7 +48,7 @@ from engine.api import (
     ImportOptions,
     RunResult,
     export_objects,
-    import_frame,
+    import_file,
     open_client,
 )
 from engine.client import REQUEST_LOG
@@ -423,17 +426,19 @@ async def run_bench(options: BenchOptions) -> dict[str, Any]:
 async def bench_import(options: BenchOptions, conn: Connection, work: Path,
                        run: str) -> tuple[Path | None, dict[str, Any]]:
     """Import the synthetic records; return the results file and the phase's figures."""
-    frame = synthetic_frame(options.object_type, options.records, run)
+    source = work / "records.parquet"
+    await anyio.to_thread.run_sync(
+        synthetic_frame(options.object_type, options.records, run).sink_parquet, source)
     import_options = ImportOptions(mode=options.mode,
                                    id_property=SYNTHETIC[options.object_type].id_property)
     results = work / "results.parquet"
     log, progress = SendLog(), ProgressLog()
     cpu, started = time.process_time(), time.monotonic()
     with logging_requests(log):
-        result: RunResult = await import_frame(
-            frame, options.object_type, import_options, run_key=f"bench-{run}",
-            connection=conn, checkpoint=work / "bench.db", results=results,
-            progress=progress, raise_on_stop=False)
+        result: RunResult = await import_file(
+            source, options.object_type, import_options, connection=conn,
+            checkpoint=work / "bench.db", results=results, progress=progress,
+            raise_on_stop=False)
     elapsed, cpu = time.monotonic() - started, time.process_time() - cpu
     figures = phase_figures(log, progress, rows=result.counts.rows_read, started=started,
                             elapsed_s=elapsed, cpu_s=cpu, rate=rate_of(conn))
