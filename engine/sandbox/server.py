@@ -149,7 +149,7 @@ def api(work: Work, is_search: bool = False, raw_work: RawWork | None = None
         faults = state.faults
         lost = False
         if faults.active:
-            draw = faults.draw(is_search)
+            draw = faults.draw(is_search, _route(request))
             if draw.delay_s:
                 await asyncio.sleep(draw.delay_s)
             if draw.five_xx is not None:
@@ -191,6 +191,12 @@ def _inputs_of(body: Any, raw: bytes | None) -> int:
         inputs = body.get("inputs")
         return len(inputs) if isinstance(inputs, list) else 1
     return raw.count(b'"properties"') if raw else 1
+
+
+def _route(request: web.Request) -> str:
+    """The request's route (method and path pattern), naming its latency's jitter stream."""
+    info = request.match_info.route.resource
+    return f"{request.method} {info.canonical if info is not None else request.path}"
 
 
 def _bearer(request: web.Request) -> str:
