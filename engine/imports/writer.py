@@ -78,10 +78,19 @@ class Journal:
 
     async def commit(self, *transitions: Transition) -> None:
         """Wait until `transitions` are durable (grouped with whatever else is pending)."""
+        await self.durable(self.submit(*transitions))
+
+    def submit(self, *transitions: Transition) -> anyio.Event:
+        """Queue `transitions` for the next transaction; the event is set once it is over
+        (then `durable` says whether it held)."""
         self._raise_failure()
         done = anyio.Event()
         self._pending += [(t, done) for t in transitions]
         self._wake.set()
+        return done
+
+    async def durable(self, done: anyio.Event) -> None:
+        """Wait for the transaction of a `submit`; raise if the journal failed."""
         await done.wait()
         self._raise_failure()
 
