@@ -122,6 +122,9 @@ class Batcher:
     """Cuts a stream of encoded rows into batches with stable sequence numbers."""
 
     size: int = BATCH_SIZE
+    # Keys known unique (a duplicate policy sifted them) and never compared: batches are
+    # plain slices, no key is case-folded (`Batch.folded` None: no gate, no delta state).
+    unique_keys: bool = False
     _seq: int = 0
     _rows: list[int] = field(default_factory=list)
     _keys: list[str] = field(default_factory=list)
@@ -137,6 +140,9 @@ class Batcher:
         keys: list[str] | None = None
         keys_folded: list[str] | None = None
         self._keyed = KEY in frame.columns
+        if self._keyed and self.unique_keys:
+            yield from self._slices(rows, inputs, frame.get_column(KEY).to_list(), None)
+            return
         if self._keyed:
             folded = frame.get_column(KEY).str.to_lowercase()
             keys = frame.get_column(KEY).to_list()
@@ -169,8 +175,9 @@ class Batcher:
             end = start + take
             self._rows += rows[start:end]
             self._inputs += inputs[start:end]
-            if keys is not None and folded is not None:
+            if keys is not None:
                 self._keys += keys[start:end]
+            if folded is not None:
                 self._folded += folded[start:end]
             start = end
             if len(self._rows) >= self.size:
@@ -184,7 +191,7 @@ class Batcher:
 
     def _cut(self) -> Batch:
         batch = Batch(self._seq, self._rows, self._keys if self._keyed else None, self._inputs,
-                      self._folded if self._keyed else None)
+                      self._folded if self._keyed and not self.unique_keys else None)
         self._seq += 1
         self._rows, self._keys, self._folded, self._inputs = [], [], [], []
         self._seen = set()

@@ -95,7 +95,9 @@ class Pipeline:
         self.show = show
         # With a duplicate policy no two batches share a key: the gate has nothing to hold.
         self.gate = KeyGate() if dedupe is None else None
-        self.batcher = Batcher(batch_size)
+        # Sifted keys are unique; the delta state still needs them folded.
+        self.batcher = Batcher(batch_size, unique_keys=dedupe is not None
+                               and journal.state is None)
         self._block: list[Batch] = []
         # The last block released: journaled IN_FLIGHT (the event: once durable), not queued.
         self._committing: tuple[list[Batch], anyio.Event] | None = None
