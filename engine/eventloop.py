@@ -10,26 +10,30 @@ debugging).
 
 from __future__ import annotations
 
-import importlib.util
+import asyncio
 import os
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, TypeVarTuple, Unpack
 
 import anyio
 
+try:
+    import uvloop
+except ImportError:  # Windows, where it is not a dependency
+    uvloop = None  # type: ignore[assignment]
+
 T = TypeVar("T")
 Args = TypeVarTuple("Args")
 
 
-def backend_options() -> dict[str, Any]:
-    """anyio's asyncio backend options: uvloop unless absent or turned off."""
-    if os.environ.get("HSBULK_EVENT_LOOP", "").strip().lower() == "asyncio":
-        return {}
-    if importlib.util.find_spec("uvloop") is None:
-        return {}
-    return {"use_uvloop": True}
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop unless it is absent or turned off (None: asyncio's own)."""
+    if uvloop is None or os.environ.get("HSBULK_EVENT_LOOP", "").strip().lower() == "asyncio":
+        return None
+    return uvloop.new_event_loop
 
 
 def run(func: Callable[[Unpack[Args]], Awaitable[T]], *args: *Args) -> T:
-    """`anyio.run(func, *args)` on the loop `backend_options` picks."""
-    return anyio.run(func, *args, backend_options=backend_options())
+    """`anyio.run(func, *args)` on the loop `loop_factory` picks."""
+    options: dict[str, Any] = {"loop_factory": loop_factory()}
+    return anyio.run(func, *args, backend_options=options)
