@@ -95,3 +95,18 @@ async def test_latency_is_added():
         started = loop_time()
         await _post(s, sandbox)
         assert loop_time() - started >= 0.019  # jitter is 0.5x..1.5x of 40 ms
+
+
+def test_a_routes_latencies_do_not_depend_on_other_routes_calls():
+    from engine.sandbox.faults import Faults
+
+    alone, mixed = Faults(7, latency_ms=100.0), Faults(7, latency_ms=100.0)
+    lists_alone = [alone.draw(route="GET list").delay_s for _ in range(20)]
+    lists_mixed = []
+    for _ in range(20):
+        mixed.draw(True, "POST search")
+        lists_mixed.append(mixed.draw(route="GET list").delay_s)
+        mixed.draw(route="POST batch/read")
+    assert lists_mixed == lists_alone
+    mixed.configure(latency_ms=100.0)  # a new phase starts every stream again
+    assert [mixed.draw(route="GET list").delay_s for _ in range(20)] == lists_alone
