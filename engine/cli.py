@@ -513,7 +513,7 @@ def add_bench_parser(commands: argparse._SubParsersAction[argparse.ArgumentParse
     parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY,
                         help=f"requests in flight at once (default {DEFAULT_CONCURRENCY})")
     parser.add_argument("--latency-ms", type=float, default=0.0, metavar="N",
-                        help="sandbox: added latency per call (jittered 0.5x-1.5x)")
+                        help="sandbox: latency per call, arrival to answer (jittered 0.5x-1.5x)")
     parser.add_argument("--export", action="store_true",
                         help="also export the object back (list cursor and search)")
     parser.add_argument("--out", type=Path, metavar="DIR",

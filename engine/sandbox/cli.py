@@ -54,9 +54,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--daily", type=int, default=None, metavar="N",
                         help="daily request quota per token")
     parser.add_argument("--latency-ms", type=float, default=0.0, metavar="N",
-                        help="added latency per API call (jitter 0.5x-1.5x)")
+                        help="latency per API call, arrival to answer, work included "
+                             "(jitter 0.5x-1.5x)")
     parser.add_argument("--search-latency-ms", type=float, default=None, metavar="N",
-                        help="added latency per search call instead (default: --latency-ms)")
+                        help="latency per search call instead (default: --latency-ms)")
     parser.add_argument("--search-window-headers", action="store_true",
                         help="send the rolling window's X-HubSpot-RateLimit-* headers on "
                         "search answers too (HubSpot sends none there)")

@@ -1,6 +1,10 @@
 """Seeded fault injection: latency with jitter, 5xx and connection reset before any work,
 and the response lost after the write committed.
 
+The latency drawn is the time from a request's arrival to its answer, the sandbox's own
+work included (as HubSpot's response time includes its work): with work on top, 150 ms
+drawn was 153 ms seen by the client, which moved the rate-limit bound W/(W + latency).
+
 Each API request draws the same four numbers from one `random.Random(seed)` whatever is
 enabled, so a run with the same seed and request order injects the same faults. The
 latency's jitter comes from a stream of its own per route (seeded by the seed and the
