@@ -9,9 +9,10 @@ are done, then reads the server's arrival log.
 
 Reported per pacer (`none`: the rolling-window accounting alone; `aiolimiter`: a no-burst
 `AsyncLimiter(1, W/R)` in front of it; aiolimiter is not a dependency of hsbulk: install it
-to compare): the requests the server saw per rolling W seconds
-in the steady part (from one window after the first arrival to the last), as a share of R
-(mean and max), and the 429s. Results go to benchmarks/results/bench_ratelimit.json.
+to compare): the requests the server saw per rolling W seconds in the steady part (from one
+window after the first arrival to the last), as a share of R (`engine.bench.quota_figures`
+on the arrival times: `steady_share`, the rolling counts' mean and max), and the 429s.
+Results go to benchmarks/results/bench_ratelimit.json.
 
     .venv/bin/python benchmarks/bench_ratelimit.py [--calls 1500] [--rate 190/10s]
                                                    [--latency-ms 150] [--pacer none]
@@ -21,11 +22,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import bisect
 import json
 import platform
 import random
-import statistics
 import subprocess
 import sys
 import time
@@ -36,9 +35,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from engine.bench import quota_figures  # noqa: E402
 from engine.client import HubSpotClient  # noqa: E402
 from engine.config import ClientSettings, Rate, Secret  # noqa: E402
-from engine.ratelimit import Limiter, RollingWindowLimiter, Ticket  # noqa: E402
+from engine.ratelimit import (  # noqa: E402
+    Limiter,
+    RollingWindowLimiter,
+    Ticket,
+    first_window_in_flight,
+)
 
 RESULTS = ROOT / "benchmarks" / "results" / "bench_ratelimit.json"
 TOKEN = "bench-loopback-token"  # the loopback counter accepts any bearer token
@@ -130,7 +135,8 @@ async def drive(base_url: str, rate: Rate, calls: int, workers: int, pacer: str,
     settings = ClientSettings(base_url=base_url, token=Secret(TOKEN), rate=rate,
                               concurrency=workers)
     # as HubSpotClient makes it (but for `first_spread`, which it leaves at 0)
-    inner = RollingWindowLimiter(rate.requests, rate.window_s, first_spread=first_spread)
+    inner = RollingWindowLimiter(rate.requests, rate.window_s, first_spread=first_spread,
+                                 first_in_flight=first_window_in_flight(workers))
     limiter: Limiter = PacedLimiter(inner) if pacer == "aiolimiter" else inner
     left = calls
     body = b'{"inputs": []}'
@@ -146,19 +152,6 @@ async def drive(base_url: str, rate: Rate, calls: int, workers: int, pacer: str,
         elapsed = time.monotonic() - started
     return {"elapsed_s": round(elapsed, 2), "client_429": client.stats.http_429,
             "api_calls": client.stats.api_calls}
-
-
-def steady_share(arrivals: list[float], rate: Rate, step_s: float = 0.01) -> dict:
-    """Requests per rolling window, sampled every `step_s` in the steady part, as a share
-    of R (the steady part: from one window after the first arrival to the last)."""
-    times = sorted(arrivals)
-    start, end = times[0] + rate.window_s, times[-1]
-    samples = [start + i * step_s for i in range(int((end - start) / step_s) + 1)]
-    counts = [bisect.bisect_right(times, t) - bisect.bisect_right(times, t - rate.window_s)
-              for t in samples]
-    return {"steady_s": round(end - start, 2),
-            "mean_share": round(statistics.fmean(counts) / rate.requests, 4),
-            "max_in_any_window": max(counts)}
 
 
 def one_run(args: argparse.Namespace, pacer: str) -> dict:
@@ -177,7 +170,7 @@ def one_run(args: argparse.Namespace, pacer: str) -> dict:
         server.terminate()
         server.wait(10)
     return {"pacer": pacer, "first_spread": args.first_spread, **client,
-            "server_429": seen["http_429"], **steady_share(seen["arrivals"], rate)}
+            "server_429": seen["http_429"], **quota_figures(seen["arrivals"], rate)}
 
 
 def main() -> None:

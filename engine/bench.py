@@ -231,12 +231,17 @@ def in_window(times: Sequence[float], at: float, window_s: float) -> int:
 def quota_figures(sent: Sequence[float], rate: Rate | None,
                   step_s: float = 0.01) -> dict[str, Any]:
     """Requests per rolling window in the steady part (from one window after the first
-    send to the last), against the allowed rate: mean and max share, busiest window."""
+    send to the last), against the allowed rate.
+
+    `steady_share` is the figure to hold against a target: the limit's window over the
+    mean time from a request to the one `limit` requests after it (`steady_share(...)`).
+    `mean_share`, the mean of the per-instant rolling counts over the steady part, is
+    kept beside it; it depends on where the run ends in its burst cycle."""
     window_s = rate.window_s if rate else WINDOW_S_WITHOUT_LIMIT
     times = sorted(sent)
     figures: dict[str, Any] = {"limit": rate.requests if rate else None,
                                "window_s": window_s, "steady_s": 0.0,
-                               "mean_share": None, "max_share": None,
+                               "steady_share": None, "mean_share": None, "max_share": None,
                                "max_in_any_window": max(
                                    (in_window(times, t, window_s) for t in times), default=0)}
     if rate and figures["max_in_any_window"]:
@@ -249,7 +254,29 @@ def quota_figures(sent: Sequence[float], rate: Rate | None,
     figures["steady_s"] = round(end - start, 2)
     if rate:
         figures["mean_share"] = round(statistics.fmean(counts) / rate.requests, 4)
+        figures["steady_share"] = _round(steady_share(times, rate), 4)
     return figures
+
+
+def steady_share(times: Sequence[float], rate: Rate) -> float | None:
+    """The share of the limit used in the steady part, whatever the sends' rhythm:
+    W / mean(t[n + R] - t[n]) over the sends n from one window after the first (sorted
+    `times`, R requests per W). A window holds R requests exactly when a request and the
+    R-th after it are W apart, so this is R requests per W at 1.0.
+
+    A mean of per-instant rolling counts over the same span reads a burst pattern low:
+    a limiter that keeps a burst's slots cycles in bursts of R every W + latency, the
+    counts fall between bursts, and the span (one window after the first send to the
+    last) starts in such a fall and ends on a burst, so it holds one fall more than it
+    holds bursts (190/10s, 150 ms jittered latency, 1,500 calls: 98.3% where this reads 98.5%).
+    Spacing sends evenly makes both figures agree at the cost of the first window's burst.
+    """
+    requests = rate.requests
+    first = bisect.bisect_left(times, times[0] + rate.window_s) if times else 0
+    gaps = [times[n + requests] - times[n] for n in range(first, len(times) - requests)]
+    if not gaps:
+        return None
+    return rate.window_s / statistics.fmean(gaps)
 
 
 def series(log: SendLog, progress: ProgressLog, started: float, elapsed_s: float,
@@ -598,8 +625,8 @@ def render(report: dict[str, Any]) -> str:
         if not phase:
             continue
         lat, quota = phase["latency_ms"], phase["quota"]
-        share = (f"{quota['mean_share']:.1%} of the limit (steady)"
-                 if quota["mean_share"] is not None else
+        share = (f"{quota['steady_share']:.1%} of the limit (steady)"
+                 if quota["steady_share"] is not None else
                  f"max {quota['max_in_any_window']} per {quota['window_s']:g}s")
         lines.append(
             f"  {name}: {phase['records_per_s']:,.0f} records/s, "

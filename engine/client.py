@@ -38,7 +38,14 @@ from engine.errors import (
     RetryableApiError,
     TransportError,
 )
-from engine.ratelimit import AnyioClock, Clock, Limiter, RollingWindowLimiter, Unlimited
+from engine.ratelimit import (
+    AnyioClock,
+    Clock,
+    Limiter,
+    RollingWindowLimiter,
+    Unlimited,
+    first_window_in_flight,
+)
 from engine.retry import RetryBudget, Verdict, backoff_s, classify, error_for
 
 log = logging.getLogger("hsbulk.client")
@@ -362,4 +369,5 @@ def _limiter_for(settings: ClientSettings, *, search: bool, clock: Clock) -> Lim
         daily_reserve=0 if search else settings.daily_reserve,
         name="search" if search else "api",
         follows_server=not search,
+        first_in_flight=None if search else first_window_in_flight(settings.concurrency),
     )

@@ -121,3 +121,23 @@ def test_quota_share_counts_the_steady_part_against_the_limit():
     assert figures["max_in_any_window"] == 190
     assert 0.99 <= figures["mean_share"] <= 1.0
     assert figures["steady_s"] > 9
+
+
+def test_steady_share_reads_a_burst_pattern_at_its_true_rate():
+    """A limiter that keeps the first window's burst sends 190 every 10.15 s (a window
+    after each answer, 150 ms later): 98.52% of 190/10s in the long run. The mean of the
+    rolling counts from one window after the first send to the last reads it lower, as
+    its span holds one lull more than it holds bursts; `steady_share` does not."""
+    period, burst_gap = 10.15, 0.008
+    sent = [k * period + i * burst_gap for k in range(8) for i in range(190)][:1_500]
+    figures = quota_figures(sent, Rate(190, 10.0))
+    assert figures["max_in_any_window"] == 190
+    assert abs(figures["steady_share"] - 10 / period) < 1e-4
+    assert figures["mean_share"] < figures["steady_share"] - 0.0015  # 98.33% here
+
+
+def test_steady_share_agrees_with_the_rolling_counts_for_even_sends():
+    gap = 10 / 190 * 1.02  # 98.04% of the rate, evenly spaced
+    figures = quota_figures([i * gap for i in range(1_500)], Rate(190, 10.0))
+    assert abs(figures["steady_share"] - 1 / 1.02) < 1e-4
+    assert abs(figures["mean_share"] - figures["steady_share"]) < 0.002

@@ -306,3 +306,49 @@ async def test_our_own_requests_that_overtook_one_are_not_taken_for_another_clie
                      "X-HubSpot-RateLimit-Interval-Milliseconds": "10000"},
                     sent_at=first.sent_at, seq=first.seq)
     assert limiter.cuts == 0 and limiter.limit(clock.now()) == 100
+
+
+async def test_the_first_window_keeps_a_quarter_of_the_workers_spare(clock):
+    """During the first window at most `first_in_flight` requests are in flight: its
+    slots free again, a window after their answers, no faster than the workers can take
+    them. Past the first window only the rate counts."""
+    limiter = RollingWindowLimiter(190, 10.0, clock=clock, first_in_flight=3)
+    first = [await limiter.acquire() for _ in range(3)]
+    got = []
+
+    async def fourth():
+        got.append(await limiter.acquire())
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(fourth)
+        await anyio.wait_all_tasks_blocked()
+        assert got == []  # three in flight: the fourth waits for an answer
+        clock.t += 0.15
+        limiter.complete(first[0])
+    assert got[0].sent_at == first[0].sent_at + 0.15
+    clock.t += 10.0
+    later = [await limiter.acquire() for _ in range(8)]
+    assert [t.sent_at for t in later] == [clock.now()] * 8  # no cap after the first window
+
+
+@pytest.mark.timeout(60)
+async def test_the_client_keeps_a_quarter_of_its_workers_spare_in_the_first_window():
+    in_flight, most = [0], [0]
+
+    async def answer(request, body):
+        from aiohttp import web
+
+        in_flight[0] += 1
+        most[0] = max(most[0], in_flight[0])
+        await anyio.sleep(0.02)
+        in_flight[0] -= 1
+        return web.json_response({"ok": True})
+
+    async with RecordingServer(answer) as server:
+        settings = ClientSettings(server.base_url, Secret("pat-test"), rate=Rate(40, 1.0),
+                                  concurrency=8)
+        async with HubSpotClient(settings) as client:
+            async with anyio.create_task_group() as tg:
+                for _ in range(8):
+                    tg.start_soon(client.get_json, "/crm/v3/objects/contacts")
+    assert most[0] == 6  # 8 workers, 40 slots free, but 6 in flight at most
