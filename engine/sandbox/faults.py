@@ -39,6 +39,9 @@ class Draw:
     lost: bool  # do the work, then abort without answering
 
 
+GOLDEN_STEP = (5 ** 0.5 - 1) / 2  # 1/phi: the most even additive recurrence mod 1
+
+
 class Faults:
     def __init__(
         self,
@@ -51,7 +54,7 @@ class Faults:
     ) -> None:
         self.seed = seed
         self.rng = random.Random(seed)
-        self.jitters: dict[str, random.Random] = {}  # route -> its latency's jitter
+        self.jitters: dict[str, float] = {}  # route -> its latency's last jitter draw
         self.latency_ms = latency_ms
         self.fault_5xx = fault_5xx
         self.fault_reset = fault_reset
@@ -112,10 +115,15 @@ class Faults:
         return Draw(delay_s, five_xx, reset, lost)
 
     def _jitter(self, route: str) -> float:
-        stream = self.jitters.get(route)
-        if stream is None:
-            stream = self.jitters[route] = random.Random(f"{self.seed}/{route}")
-        return stream.random()
+        """The route's next jitter in [0, 1): a golden-ratio step from a start seeded by
+        the seed and the route. The draws fill the range evenly, so a run's mean latency
+        is the one set (1,500 calls: within 0.02%); independent uniform draws missed it by
+        up to 0.5% (150.5 ms for 150 at seed 0), which moved benchmark figures."""
+        last = self.jitters.get(route)
+        if last is None:
+            last = random.Random(f"{self.seed}/{route}").random() - GOLDEN_STEP
+        self.jitters[route] = now = (last + GOLDEN_STEP) % 1.0
+        return now
 
     def reset_counts(self) -> None:
         self.injected.clear()
