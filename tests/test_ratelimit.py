@@ -352,3 +352,17 @@ async def test_the_client_keeps_a_quarter_of_its_workers_spare_in_the_first_wind
                 for _ in range(8):
                     tg.start_soon(client.get_json, "/crm/v3/objects/contacts")
     assert most[0] == 6  # 8 workers, 40 slots free, but 6 in flight at most
+
+
+async def test_the_clock_never_wakes_before_its_deadline():
+    """The limiter's slots are safe only if a sleep never ends early: the clock sets its
+    timer a millisecond early and yields until the deadline."""
+    import time
+
+    from engine.ratelimit import AnyioClock
+
+    clock = AnyioClock()
+    for seconds in (0.0004, 0.0123, 0.031):
+        started = time.monotonic()
+        await clock.sleep(seconds)
+        assert time.monotonic() - started >= seconds
