@@ -91,6 +91,8 @@ class AnyioClock:
         deadline = time.monotonic() + seconds
         if seconds > TIMER_EARLY_S:
             await anyio.sleep(seconds - TIMER_EARLY_S)
+        else:
+            await anyio.lowlevel.checkpoint()  # a sleep is always a checkpoint
         while time.monotonic() < deadline:
             await anyio.lowlevel.checkpoint()
 

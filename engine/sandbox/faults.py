@@ -7,12 +7,12 @@ drawn was 153 ms seen by the client, which moved the rate-limit bound W/(W + lat
 
 Each API request draws the same four numbers from one `random.Random(seed)` whatever is
 enabled, so a run with the same seed and request order injects the same faults. The
-latency's jitter comes from a stream of its own per route (seeded by the seed and the
-route, started again by every `configure`): the n-th list call gets the same latency
-whatever searches run beside it, so a benchmark comparing one list cursor with an export
-that also searches compares like with like (with one shared stream the export's list
-calls drew other numbers: measured 107.1 against 104.4 ms a page, 2.6% of the export's
-figure gone to the luck of the draw).
+latency's jitter comes from a sequence of its own per route (an even golden-ratio step
+from a start seeded by the seed and the route, started again by every `configure`): the
+n-th list call gets the same latency whatever searches run beside it, so a benchmark
+comparing one list cursor with an export that also searches compares like with like
+(with one shared stream the export's list calls drew other numbers: measured 107.1
+against 104.4 ms a page, 2.6% of the export's figure gone to the luck of the draw).
 """
 
 from __future__ import annotations

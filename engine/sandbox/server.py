@@ -59,7 +59,10 @@ class State:
         """Sleep until monotonic time `at`, on average. A timer fires late: asyncio's
         selector rounds a timeout up to the next millisecond (0.9 ms late on average,
         measured here; uvloop 0.5 ms), which made every drawn latency that much longer.
-        Each sleep aims early by the lateness seen so far (a moving average)."""
+        Each sleep aims early by the lateness seen so far (a moving average). Unlike the
+        limiter's clock (`engine.ratelimit.AnyioClock`), which must never wake early and
+        yields its last millisecond away, the sandbox only needs the drawn mean and spends
+        no CPU waiting: it serves the client under test on the same cores."""
         aim = at - self.timer_late_s
         wait = aim - time.monotonic()
         if wait <= 0:
@@ -167,14 +170,14 @@ def api(work: Work, is_search: bool = False, raw_work: RawWork | None = None
         answer_at = 0.0  # monotonic time the answer may leave (0: at once)
         if faults.active:
             draw = faults.draw(is_search, _route(request))
+            answer_at = arrived + draw.delay_s
             if draw.five_xx is not None:
-                await asyncio.sleep(draw.delay_s)
+                await state.sleep_until(answer_at)
                 stats.statuses[draw.five_xx] += 1
                 return _five_xx_response(draw.five_xx)
             if draw.reset:
-                await asyncio.sleep(draw.delay_s)
+                await state.sleep_until(answer_at)
                 return _drop_connection(request)
-            answer_at = arrived + draw.delay_s
             lost = draw.lost
         try:
             body: Any = None
